@@ -12,11 +12,12 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from .errors import LeukoError
+
+if TYPE_CHECKING:  # keras (and TensorFlow) load only when a model is really needed
+    import keras
 
 MODEL_FILE = "model.keras"
 META_FILE = "leuko.json"
@@ -49,6 +50,8 @@ class Bundle:
 
 def save_bundle(run_dir: Path, model: keras.Model, meta: dict[str, Any]) -> None:
     """Write run_dir/model.keras and run_dir/leuko.json (both replaced atomically)."""
+    import keras
+
     run_dir = Path(run_dir)
     if "classes" not in meta or not list(meta["classes"]):
         raise ValueError("bundle metadata needs a non-empty 'classes' list")
@@ -145,9 +148,11 @@ def _load_model(model_path: Path, trusted: bool) -> keras.Model:
     # Custom layers registered by leukocli.model must be importable before deserialising.
     import importlib
 
+    import keras
+
     try:
         importlib.import_module("leukocli.model")
-    except ImportError:
+    except Exception:  # noqa: BLE001 - a missing or broken optional module must not block loading
         pass
     if not zipfile.is_zipfile(model_path):
         raise LeukoError(f"{model_path} is not a Keras model file (a .keras file is a zip archive)")
