@@ -1,0 +1,49 @@
+"""Shared fixtures: small synthetic datasets made on the fly (no real data needed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from leukocli.synth import make_dataset
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One planted dataset for the whole session: 6 smears per class at 120x160, 2 siblings
+    each, with planted.json and sources.csv. Treat it as read-only (copy it to modify it)."""
+    out = tmp_path_factory.mktemp("synth") / "data"
+    make_dataset(out, per_class=6, size=(120, 160), seed=7, siblings=2, plant=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_planted(synth_dir: Path) -> dict[str, Any]:
+    """The planted cases of `synth_dir` (content of its planted.json)."""
+    planted: dict[str, Any] = json.loads((synth_dir / "planted.json").read_text())
+    return planted
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: `tiny_dataset(per_class=4, size=(80, 80), siblings=1, plant=False, seed=0)`
+    writes a fresh dataset under this test's tmp_path and returns its folder."""
+    counter = iter(range(1_000_000))
+
+    def make(
+        per_class: int = 4,
+        size: tuple[int, int] = (80, 80),
+        siblings: int = 1,
+        plant: bool = False,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> Path:
+        out = tmp_path / (name or f"tiny{next(counter)}")
+        make_dataset(out, per_class=per_class, size=size, seed=seed, siblings=siblings, plant=plant)
+        return out
+
+    return make
