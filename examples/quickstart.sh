@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# leuko quickstart: install, run the synthetic demo, then the real-dataset workflow.
+#
+#   bash examples/quickstart.sh                 # demo only (no data needed)
+#   DATASET=~/data/dataset2-master/images/TRAIN bash examples/quickstart.sh
+#
+# Run it from the repository root. Every command has --help; errors are one line and
+# exit with code 2, so `set -e` stops at the first mistake.
+set -euo pipefail
+
+# 1. Install (TensorFlow comes with it). Add '.[dev]' for pytest, ruff and mypy.
+python -m pip install -e .
+
+# 2. The whole chain on synthetic smears in ./leuko-demo (about three minutes on two
+#    CPU cores): synth -> dedupe -> split -> train -> evaluate -> predict.
+leuko demo leuko-demo
+
+# 3. The same chain on real data: the Kaggle "Blood Cell Images" TRAIN folder, or any
+#    DIR/<CLASS>/*.jpg tree (see examples/REAL_DATA.md). Skipped when it is absent.
+DATASET="${DATASET:-./dataset}"
+if [[ ! -d "$DATASET" ]]; then
+  echo "no dataset at $DATASET; set DATASET=/path/to/TRAIN to run the real workflow"
+  exit 0
+fi
+
+# Dry run: exact and near copies, label conflicts, cross-class name collisions.
+# Nothing is moved; add --apply to quarantine (with an undo manifest).
+leuko dedupe "$DATASET" --report dedupe.json
+
+# Split by source cell: augmented siblings of one photo stay on one side.
+# --exclude drops what dedupe would quarantine. Writes splits/train.csv, splits/val.csv.
+leuko split "$DATASET" --exclude dedupe.json
+
+# Train InceptionResNetV2 at the paper's 240x320, batch 20 (reads splits/, writes
+# runs/<name>/ and runs/latest). ImageNet weights come from the Keras cache
+# (~/.keras/models/); offline, pass --weights PATH or --weights none.
+# On a CPU-only box try --img 120x160 --backbone mobilenetv2 --epochs 5 first.
+leuko train --img 240x320 --batch 20
+
+# Accuracy with a confidence interval, per-class report, confusion matrix, calibration
+# (defaults to splits/test.csv, else splits/val.csv, and runs/latest).
+leuko evaluate
+
+# Classify one image (or folders and globs; --format csv|json for scripts).
+CELL="${CELL:-$(find "$DATASET" -type f -iname '*.jp*g' | sort | head -n 1)}"
+leuko predict "$CELL"
