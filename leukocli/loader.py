@@ -1,0 +1,144 @@
+"""tf.data pipelines: read from disk, decode, resize, (augment), batch, prefetch.
+
+One function serves training, evaluation and prediction, so every command feeds the
+model exactly the same pixels: float32 RGB in 0..255, resized to the run's image size.
+Images stream from disk (never the whole dataset in memory); decoding runs in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_TIFF_PATTERN = r"(?i).*\.tiff?$"
+
+
+def _decode_tiff_numpy(data: bytes) -> np.ndarray:
+    """Pillow fallback for TIFF, which TensorFlow cannot decode."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(bytes(data))) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image(path: tf.Tensor) -> tf.Tensor:
+    """Read and decode one image file to a uint8 (h, w, 3) tensor (JPEG/PNG/BMP/GIF/TIFF)."""
+    data = tf.io.read_file(path)
+
+    def _tf_decode() -> tf.Tensor:
+        img = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+        return tf.ensure_shape(img, [None, None, 3])
+
+    def _pil_decode() -> tf.Tensor:
+        img = tf.numpy_function(_decode_tiff_numpy, [data], tf.uint8, stateful=False)
+        return tf.ensure_shape(img, [None, None, 3])
+
+    is_tiff = tf.strings.regex_full_match(path, _TIFF_PATTERN)
+    return tf.cond(is_tiff, _pil_decode, _tf_decode)
+
+
+def load_image(path: tf.Tensor, img_size: tuple[int, int]) -> tf.Tensor:
+    """Decode and resize (bilinear) to img_size; float32 RGB in 0..255."""
+    img = decode_image(path)
+    h, w = int(img_size[0]), int(img_size[1])
+    shape = tf.shape(img)
+    same = tf.logical_and(tf.equal(shape[0], h), tf.equal(shape[1], w))
+    out = tf.cond(
+        same,
+        lambda: tf.cast(img, tf.float32),
+        lambda: tf.image.resize(tf.cast(img, tf.float32), (h, w), antialias=True),
+    )
+    return tf.ensure_shape(out, [h, w, 3])
+
+
+def make_augmenter(seed: int = 0) -> keras.Sequential:
+    """The paper's training augmentation: random flips and rotations, mild shift and zoom.
+
+    Runs on batches inside the tf.data pipeline (CPU), so the saved model holds no
+    augmentation layers and inference is untouched.
+    """
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed + 2),
+            keras.layers.RandomZoom(0.05, fill_mode="reflect", seed=seed + 3),
+        ],
+        name="augment",
+    )
+
+
+def build_dataset(
+    paths: Sequence[str],
+    labels: Sequence[int] | None,
+    img_size: tuple[int, int],
+    batch_size: int,
+    training: bool = False,
+    augment: bool = False,
+    seed: int = 0,
+    n_classes: int | None = None,
+) -> tf.data.Dataset:
+    """A batched, prefetched dataset of images read from `paths`.
+
+    Yields `images` (float32, shape (b, h, w, 3), RGB 0..255) when `labels` is None,
+    else `(images, labels)` with integer class ids (int32, shape (b,)) — or one-hot
+    float32 (b, n_classes) when `n_classes` is given. With `training=True` the file order
+    is reshuffled every epoch (seeded) and `augment=True` adds random flips/rotations;
+    with `training=False` the order is exactly `paths`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+    paths = [str(p) for p in paths]
+    size = (int(img_size[0]), int(img_size[1]))
+    if labels is not None:
+        if len(labels) != len(paths):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        ds = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(paths, tf.string), tf.constant([int(x) for x in labels], tf.int32))
+        )
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+
+    if training and len(paths) > 1:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+
+    if labels is not None:
+
+        def _load_labelled(p: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return load_image(p, size), y
+
+        ds = ds.map(
+            _load_labelled, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training
+        )
+    else:
+        ds = ds.map(
+            lambda p: load_image(p, size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=not training,
+        )
+    ds = ds.batch(batch_size)
+
+    if training and augment:
+        augmenter = make_augmenter(seed)
+        if labels is not None:
+            ds = ds.map(
+                lambda x, y: (augmenter(x, training=True), y),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=False,
+            )
+        else:
+            ds = ds.map(
+                lambda x: augmenter(x, training=True),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=False,
+            )
+
+    if labels is not None and n_classes is not None:
+        depth = int(n_classes)
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, depth, dtype=tf.float32)))
+    return ds.prefetch(tf.data.AUTOTUNE)
