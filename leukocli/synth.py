@@ -424,18 +424,10 @@ def make_dataset(
     if plant:
         corrupt_rel = _plant(items, smear_items, names, rng, planted)
 
-    out.mkdir(parents=True, exist_ok=True)
-    for label in CLASSES:
-        (out / label).mkdir(exist_ok=True)
-    for item in items:
-        (out / item.label / item.name).write_bytes(item.data)
-    with open(out / "sources.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["file", "source"])
-        for item in sorted(items, key=lambda it: it.rel):
-            if item.rel != corrupt_rel:
-                writer.writerow([item.rel, item.source])
-    (out / "planted.json").write_text(json.dumps(planted, indent=2) + "\n", encoding="utf-8")
+    try:
+        _write(out, items, corrupt_rel, planted)
+    except OSError as exc:
+        raise LeukoError(f"cannot write {out}: {exc.strerror or exc}") from None
 
     counts = {c: sum(1 for it in items if it.label == c) for c in CLASSES}
     return {
@@ -449,6 +441,32 @@ def make_dataset(
         "seed": seed,
         "planted": planted,
     }
+
+
+def _write(out: Path, items: list[_Item], corrupt_rel: str | None, planted: dict[str, Any]) -> None:
+    """Write the tree; never replace an existing image that differs (it may be the user's)."""
+    clashes = [
+        it.rel for it in items if (out / it.rel).exists() and (out / it.rel).read_bytes() != it.data
+    ]
+    if clashes:
+        raise LeukoError(
+            f"{out} already holds {len(clashes)} different file(s) where synth would write "
+            f"(e.g. {clashes[0]}); nothing was written: choose a new folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for label in CLASSES:
+        (out / label).mkdir(exist_ok=True)
+    for item in items:
+        target = out / item.rel
+        if not target.exists():  # an identical file from the same seed stays as it is
+            target.write_bytes(item.data)
+    with open(out / "sources.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["file", "source"])
+        for item in sorted(items, key=lambda it: it.rel):
+            if item.rel != corrupt_rel:
+                writer.writerow([item.rel, item.source])
+    (out / "planted.json").write_text(json.dumps(planted, indent=2) + "\n", encoding="utf-8")
 
 
 def _plant(
@@ -514,7 +532,7 @@ def run_synth_cli(
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise LeukoError(f"{out} exists and is not empty; choose a new folder or add --force")
-        warn(f"writing into non-empty {out}; files already there are kept")
+        warn(f"writing into non-empty {out}: files already there are kept, none replaced")
     summary = make_dataset(
         out, per_class=per_class, size=hw, seed=seed, siblings=siblings, plant=plant
     )

@@ -256,14 +256,16 @@ def test_scan_errors_name_the_problem(case: str, tmp_path: Path) -> None:
     assert fragment in message
 
 
+@pytest.mark.parametrize("command", ["split", "dedupe"])
 @pytest.mark.parametrize("case", list(BAD_LAYOUTS))
-def test_cli_bad_layout_is_one_line_error(case: str, tmp_path: Path) -> None:
+def test_cli_bad_layout_is_one_line_error(command: str, case: str, tmp_path: Path) -> None:
     """Through the real console script: exit 2, one `error:` line, no traceback."""
-    pytest.importorskip("leukocli.split", reason="leuko split is not built yet")
+    pytest.importorskip(f"leukocli.{command}", reason=f"leuko {command} is not built yet")
     path, fragment = BAD_LAYOUTS[case](tmp_path)
-    proc = _leuko("split", str(path), "--out", str(tmp_path / "splits"))
+    extra = ["--out", str(tmp_path / "splits")] if command == "split" else []
+    proc = _leuko(command, str(path), *extra, cwd=tmp_path)
     _assert_one_line_error(proc, fragment)
-    assert not (tmp_path / "splits").exists() or not any((tmp_path / "splits").iterdir())
+    assert not (tmp_path / "splits").exists()
 
 
 def test_cli_bad_size_is_one_line_error(tmp_path: Path) -> None:

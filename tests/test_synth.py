@@ -223,6 +223,13 @@ def test_run_synth_cli_validates_and_writes(tmp_path: Path, capsys: pytest.Captu
     run_synth_cli(out, per_class=3, size="48x64", seed=1, siblings=1, plant=True, force=True)
     assert _tree(out) == before  # same seed into the same folder: nothing changes
 
+    # an image of the user's under a name synth wants is never replaced
+    mine = next(out.glob("MONOCYTE/*.jpeg"))
+    mine.write_bytes(b"the user's own picture")
+    with pytest.raises(LeukoError, match="already holds 1 different file"):
+        run_synth_cli(out, per_class=3, size="48x64", seed=1, siblings=1, plant=True, force=True)
+    assert mine.read_bytes() == b"the user's own picture"
+
     for bad in (
         dict(size="48x"),
         dict(size="8x8"),
