@@ -179,31 +179,39 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+def locate(path: Path) -> tuple[Path, Path, Path | None]:
+    """(model file, metadata file, run directory or None) for a --model argument."""
+    p = resolve_run_dir(Path(path))
+    if p.is_dir():
+        model_path = p / MODEL_FILE
+        if not model_path.exists():
+            candidates = sorted(p.glob("*.keras"))
+            if len(candidates) != 1:
+                raise LeukoError(f"{p} holds no {MODEL_FILE}: {_HOW_TO_GET_ONE}")
+            model_path = candidates[0]
+        return model_path, p / META_FILE, p
+    if p.suffix.lower() != ".keras":
+        raise LeukoError(f"{p} is not a model: expected a run directory or a .keras file")
+    meta_path = p.parent / META_FILE
+    return p, meta_path, (p.parent if meta_path.exists() else None)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The run metadata for a --model argument without loading the model (cheap: no TF).
+
+    Empty when a bare .keras file has no leuko.json beside it.
+    """
+    _, meta_path, _ = locate(path)
+    return _read_meta(meta_path) if meta_path.exists() else {}
+
+
 def load_bundle(path: Path) -> Bundle:
     """Load a run directory, `runs/latest`, or a .keras file (with leuko.json beside it).
 
     A bare .keras without metadata still loads: the image size comes from the model's
     input shape and classes are named class_0..class_{n-1}.
     """
-    p = resolve_run_dir(Path(path))
-    run_dir: Path | None
-    if p.is_dir():
-        run_dir = p
-        model_path = p / MODEL_FILE
-        if not model_path.exists():
-            candidates = sorted(p.glob("*.keras"))
-            if len(candidates) == 1:
-                model_path = candidates[0]
-            else:
-                raise LeukoError(f"{p} holds no {MODEL_FILE}: {_HOW_TO_GET_ONE}")
-        meta_path = p / META_FILE
-    else:
-        if p.suffix.lower() != ".keras":
-            raise LeukoError(f"{p} is not a model: expected a run directory or a .keras file")
-        model_path = p
-        meta_path = p.parent / META_FILE
-        run_dir = p.parent if meta_path.exists() else None
-
+    model_path, meta_path, run_dir = locate(path)
     meta = _read_meta(meta_path) if meta_path.exists() else {}
     model = _load_model(model_path, trusted=bool(meta))
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .bundle import Bundle, load_bundle, resolve_run_dir
+from .bundle import Bundle, load_bundle, read_meta, resolve_run_dir
 from .console import console, info, warn
 from .dataset import Dataset, Record, scan
 from .errors import LeukoError
@@ -110,17 +111,30 @@ def _groups_for(ds: Dataset, group_by: str | None) -> list[str | None] | None:
     return [str(g) for g in groups]
 
 
+@dataclass
+class Evaluation:
+    """Everything one evaluation produced, aligned image by image."""
+
+    metrics: dict[str, Any]
+    records: list[Record]
+    labels: list[str]
+    probs: np.ndarray
+    groups: list[str | None] | None
+    bundle: Bundle
+
+
 def evaluate(
     data: Path,
-    bundle: Bundle,
+    model: Path,
     batch: int = 64,
     group_by: str | None = None,
     mapping: Sequence[str] = (),
     ignore_unknown: bool = False,
-) -> tuple[dict[str, Any], list[Record], list[str], np.ndarray, list[str | None] | None]:
-    """Predict on `data` and compute all metrics.
+) -> Evaluation:
+    """Scan `data`, check its classes against the model's, predict, compute all metrics.
 
-    Returns (metrics, records, true labels, probabilities, groups), all aligned.
+    Class mistakes are caught from the run's metadata before the model is loaded, so
+    they cost no TensorFlow start-up.
     """
     ds = scan(data, check="decode")
     if ds.problems:
@@ -130,11 +144,21 @@ def evaluate(
         )
     if not ds.records:
         raise LeukoError(f"{data} holds no readable images")
-    classes = list(bundle.classes)
+    meta_classes = read_meta(model).get("classes")
+    bundle: Bundle | None = None
+    if meta_classes:
+        classes = [str(c) for c in meta_classes]
+    else:  # a bare .keras file: only the model itself knows its classes
+        bundle = load_bundle(model)
+        classes = list(bundle.classes)
     keep, labels = select_records(ds, classes, parse_mapping(mapping, classes), ignore_unknown)
     all_groups = _groups_for(ds, group_by)
     records = [ds.records[i] for i in keep]
     groups = [all_groups[i] for i in keep] if all_groups is not None else None
+    if bundle is None:
+        bundle = load_bundle(model)
+    if list(bundle.classes) != classes:
+        raise LeukoError(f"{model}: the model's classes differ from its metadata")
 
     index = {c: i for i, c in enumerate(classes)}
     y_true = np.array([index[lab] for lab in labels], dtype=int)
@@ -142,7 +166,7 @@ def evaluate(
     metrics = classification_metrics(probs, y_true, classes, groups)
     metrics["n_unreadable"] = len(ds.problems)
     metrics["n_skipped_unknown"] = len(ds.records) - len(keep)
-    return metrics, records, labels, probs, groups
+    return Evaluation(metrics, records, labels, probs, groups, bundle)
 
 
 def write_predictions(
@@ -250,12 +274,9 @@ def run_evaluate_cli(
     data_path = Path(data) if data is not None else default_data()
     if not data_path.exists():
         raise LeukoError(f"{data_path}: no such file or directory")
-    resolve_run_dir(model)  # fail fast when there is no model at all
-    bundle = load_bundle(model)
-    metrics, records, labels, probs, groups = evaluate(
-        data_path, bundle, batch, group_by, mapping, ignore_unknown
-    )
-    model_path = resolve_run_dir(model)
+    model_path = resolve_run_dir(model)  # fail fast when there is no model at all
+    ev = evaluate(data_path, model, batch, group_by, mapping, ignore_unknown)
+    metrics, bundle = ev.metrics, ev.bundle
     metrics["data"] = str(data_path.resolve())
     metrics["model"] = str(model_path)
     metrics["mapping"] = list(mapping)
@@ -273,7 +294,9 @@ def run_evaluate_cli(
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(text, encoding="utf-8")
-    write_predictions(out_dir / "predictions.csv", records, labels, probs, bundle.classes, groups)
+    write_predictions(
+        out_dir / "predictions.csv", ev.records, ev.labels, ev.probs, bundle.classes, ev.groups
+    )
     from .plots import plot_confusion
 
     plot_confusion(

@@ -1,0 +1,235 @@
+"""`leuko evaluate` on a tiny model trained on synthetic smears: consistent outputs and
+clear errors for the mistakes users make (no model, no splits, differently named classes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from leukocli.errors import LeukoError
+
+SIZE = (75, 75)
+
+
+def _leuko(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", LEUKO_QUIET="1")
+    exe = shutil.which("leuko")
+    cmd = [exe] if exe else [sys.executable, "-m", "leukocli.cli"]
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def make_run(root: Path) -> tuple[Path, Path]:
+    """A synthetic dataset and a 2-epoch tiny CNN saved as a run; returns (data, run_dir)."""
+    import keras
+
+    from leukocli.bundle import save_bundle
+    from leukocli.dataset import scan
+    from leukocli.loader import build_dataset
+    from leukocli.synth import make_dataset
+
+    data = root / "data"
+    make_dataset(data, per_class=4, size=SIZE, seed=1, siblings=2, plant=False)
+    ds = scan(data)
+    index = {c: i for i, c in enumerate(ds.classes)}
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((*SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(len(ds.classes), activation="softmax")(x)
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    train = build_dataset(
+        [str(r.path) for r in ds.records], [index[r.label] for r in ds.records], SIZE, 8,
+        training=True,
+    )
+    model.fit(train, epochs=2, verbose=0)
+    run = root / "runs" / "tiny"
+    save_bundle(run, model, {"classes": ds.classes, "img_size": list(SIZE), "backbone": "tiny"})
+    return data, run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_run(tmp_path_factory.mktemp("evalrun"))
+
+
+def _grouped_manifest(data: Path) -> Path:
+    """path,label,group from the generator's ground truth (which smear each image shows)."""
+    manifest = data / "grouped.csv"
+    with (data / "sources.csv").open() as fh, manifest.open("w", newline="") as out:
+        w = csv.writer(out)
+        w.writerow(["path", "label", "group"])
+        for row in csv.DictReader(fh):
+            w.writerow([row["file"], row["file"].split("/")[0], row["source"]])
+    return manifest
+
+
+def _read_predictions(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_outputs_are_consistent_and_group_accuracy_uses_groups(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from leukocli.evaluate import run_evaluate_cli
+
+    data, run = trained
+    manifest = _grouped_manifest(data)
+    out = tmp_path / "eval"
+    extra_json = tmp_path / "copy" / "m.json"
+    returned = run_evaluate_cli(
+        data=manifest, model=run, json_path=extra_json, out=out, batch=5
+    )
+    m: dict[str, Any] = json.loads((out / "metrics.json").read_text())
+    assert m == json.loads(extra_json.read_text())
+    assert m["accuracy"] == pytest.approx(returned["accuracy"])
+    assert (out / "confusion.png").stat().st_size > 1000
+    assert not (run / "metrics.json").exists()  # --out was honoured
+
+    cm = np.array(m["confusion_matrix"])
+    n_images = sum(1 for _ in (data).rglob("*.jpeg"))
+    assert m["n"] == n_images == cm.sum()
+    assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert m["labels"] == ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+    for i, c in enumerate(m["labels"]):
+        row = cm[i].sum()
+        assert m["per_class"][c]["support"] == row
+        assert m["per_class"][c]["recall"] == pytest.approx(cm[i, i] / row)
+    lo, hi = m["accuracy_ci"]
+    assert lo <= m["accuracy"] <= hi
+    assert 0.0 <= m["ece"] <= 1.0
+    assert m["tta"] is False
+
+    rows = _read_predictions(out / "predictions.csv")
+    assert len(rows) == m["n"]
+    assert sum(int(r["correct"]) for r in rows) == np.trace(cm)
+    for r in rows:
+        assert Path(r["path"]).is_file()
+        probs = [float(r[f"prob_{c}"]) for c in m["labels"]]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert r["predicted"] == m["labels"][int(np.argmax(probs))]
+
+    # Group accuracy, recomputed from predictions.csv: mean probability per smear.
+    groups: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    n_sources = len({r["group"] for r in rows})
+    assert m["n_groups"] == n_sources == 16  # 4 smears per class, each rendered twice
+    right = 0
+    for members in groups.values():
+        mean = np.mean([[float(r[f"prob_{c}"]) for c in m["labels"]] for r in members], axis=0)
+        right += int(m["labels"][int(np.argmax(mean))] == members[0]["label"])
+    assert m["group_accuracy"] == pytest.approx(right / n_sources)
+    assert len(m["group_accuracy_ci"]) == 2
+
+
+def test_class_folder_without_groups_and_unreadable_image_left_out(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from leukocli.evaluate import run_evaluate_cli
+
+    data, run = trained
+    copy = tmp_path / "data"
+    for cls in ("EOSINOPHIL", "MONOCYTE"):
+        shutil.copytree(data / cls, copy / cls)
+    (copy / "MONOCYTE" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    m = run_evaluate_cli(data=copy, model=run, out=tmp_path / "o")
+    assert m["n"] == 16  # the broken file is excluded, not fatal
+    assert m["n_unreadable"] == 1
+    assert "group_accuracy" not in m
+    assert m["per_class"]["LYMPHOCYTE"]["support"] == 0
+
+
+def test_ignore_unknown_skips_extra_classes(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from leukocli.evaluate import run_evaluate_cli
+
+    data, run = trained
+    copy = tmp_path / "data"
+    shutil.copytree(data / "NEUTROPHIL", copy / "NEUTROPHIL")
+    shutil.copytree(data / "LYMPHOCYTE", copy / "BASOPHIL")
+    with pytest.raises(LeukoError, match="BASOPHIL.*--ignore-unknown"):
+        run_evaluate_cli(data=copy, model=run, out=tmp_path / "o")
+    m = run_evaluate_cli(data=copy, model=run, out=tmp_path / "o", ignore_unknown=True)
+    assert m["n"] == 8
+    assert m["n_skipped_unknown"] == 8
+
+
+def test_bad_map_and_missing_default_splits(
+    trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leukocli.evaluate import parse_mapping, run_evaluate_cli
+
+    classes = ["EOSINOPHIL", "LYMPHOCYTE"]
+    with pytest.raises(LeukoError, match="OLD=NEW"):
+        parse_mapping(["eosinophil"], classes)
+    with pytest.raises(LeukoError, match="not a class of the model"):
+        parse_mapping(["eos=EOS"], classes)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LeukoError, match="leuko split"):
+        run_evaluate_cli(data=None, model=trained[1])
+
+
+def test_cli_unknown_lowercase_classes_need_map(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = trained
+    lower = tmp_path / "lower"
+    for cls in ("EOSINOPHIL", "LYMPHOCYTE"):
+        shutil.copytree(data / cls, lower / cls.lower())
+
+    bad = _leuko("evaluate", str(lower), "--model", str(run), "--out", str(tmp_path / "o"))
+    assert bad.returncode == 2, bad.stderr
+    errors = _error_lines(bad.stderr)
+    assert len(errors) == 1 and "Traceback" not in bad.stderr
+    assert "--map eosinophil=EOSINOPHIL" in errors[0]
+    assert "--map lymphocyte=LYMPHOCYTE" in errors[0]
+
+    from leukocli.evaluate import run_evaluate_cli
+
+    m = run_evaluate_cli(
+        data=lower, model=run, out=tmp_path / "o",
+        mapping=["eosinophil=EOSINOPHIL", "lymphocyte=LYMPHOCYTE"],
+    )
+    assert m["n"] == 16
+    assert m["per_class"]["EOSINOPHIL"]["support"] == 8
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["n"] == 16
+
+
+def test_cli_missing_model_says_how_to_get_one(tmp_path: Path) -> None:
+    (tmp_path / "data" / "A").mkdir(parents=True)
+    res = _leuko("evaluate", str(tmp_path / "data"), cwd=tmp_path)
+    assert res.returncode == 2
+    errors = _error_lines(res.stderr)
+    assert len(errors) == 1 and "leuko train" in errors[0] and "--model" in errors[0]
+
+
+def test_group_by_option_when_split_provides_it(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    split = pytest.importorskip("leukocli.split")
+    if not hasattr(split, "resolve_groups"):
+        pytest.skip("leukocli.split.resolve_groups not available yet")
+    from leukocli.evaluate import run_evaluate_cli
+
+    data, run = trained
+    m = run_evaluate_cli(
+        data=data, model=run, out=tmp_path / "o", group_by=r"pattern:^([A-Z]+)/"
+    )
+    # One group per class folder: four groups, each scored on its mean probability.
+    assert m["n_groups"] == 4
