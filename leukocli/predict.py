@@ -160,7 +160,8 @@ def to_json(result: PredictResult, k: int) -> list[dict[str, Any]]:
 def render_table(result: PredictResult, k: int) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{len(result.predictions)} images", title_justify="left")
+    n = len(result.predictions)
+    table = Table(title=f"{n} image{'s' if n != 1 else ''}", title_justify="left")
     table.add_column("path", overflow="fold")
     table.add_column("predicted", style="bold")
     table.add_column("probability", justify="right")
