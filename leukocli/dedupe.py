@@ -1,0 +1,759 @@
+"""Exact and near-duplicate images, label conflicts, name collisions; quarantine and undo.
+
+Identity comes from content, never from file names: the reference paper flattened the
+class folders and lost every picture whose name clashed. The search is
+
+1. one decode per image (thread pool, JPEG draft mode): sha256 of the bytes, a 48x48
+   thumbnail and the 64-bit DCT pHash of its eight flips/quarter turns;
+2. candidate pairs from a multi-index over hash segments (pigeonhole: a pair within
+   Hamming distance t agrees to within t // m bits on one of m segments), so the cost
+   grows with the number of near pairs, not with N squared;
+3. confirmation of every candidate on pixels under the matched transform: correlation of
+   high-pass, per-channel standardised thumbnails (a cheap 16x16 pass, then 48x48 colour).
+   Stained smears all look alike to a hash; only true copies survive this;
+4. union-find into groups: `exact` when every member has the same bytes or decoded
+   pixels, else `near`. A group with several labels is a conflict and keeps nothing.
+
+`--apply` never deletes: it moves files into a quarantine folder and writes every move
+to a JSON-lines manifest before making it, so `--undo MANIFEST` can always put them back.
+
+Exit codes: 0 when the scan (and any apply/undo) ran; findings and unreadable images are
+reported, not failures. 1 (EXIT_PARTIAL) when some file could not be moved during apply
+or undo. 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .console import console, info, progress_bar, simple_table, warn
+from .dataset import Dataset, Record, scan
+from .errors import EXIT_PARTIAL, LeukoError
+from .hashing import (
+    N_TRANSFORMS,
+    Fingerprint,
+    coarse_features,
+    correlation,
+    dihedral,
+    fine_features,
+    fingerprint,
+    phash_variants,
+    pixel_digest,
+    popcount,
+    swaps_axes,
+)
+
+MAX_THRESHOLD = 32
+COARSE_MIN = 0.90  # 16x16 high-pass correlation a candidate needs before the fine check
+VERIFY_MIN = 0.97  # 48x48 high-pass colour correlation that confirms a near copy
+ASPECT_TOLERANCE = 0.05  # |log(aspect ratio)| difference allowed between copies
+MANIFEST_VERSION = 1
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class Group:
+    """Files that hold one picture."""
+
+    kind: str  # "exact" or "near"
+    files: list[str]
+    labels: list[str]  # distinct labels, sorted
+    file_labels: list[str]
+    conflict: bool
+    keep: str | None
+    similarity: float  # lowest confirmed pixel correlation inside the group (1.0 for exact)
+
+    @property
+    def to_move(self) -> list[str]:
+        return [f for f in self.files if f != self.keep]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "files": self.files,
+            "labels": self.labels,
+            "file_labels": self.file_labels,
+            "conflict": self.conflict,
+            "keep": self.keep,
+            "similarity": round(self.similarity, 4),
+        }
+
+
+@dataclass
+class Findings:
+    """Everything one scan found; `to_dict` is the --report JSON."""
+
+    root: Path
+    source: Path
+    kind: str
+    scanned: int
+    unreadable: dict[str, str]
+    groups: list[Group]
+    name_collisions: list[dict[str, Any]]
+    pairs: int  # confirmed near/exact pairs before grouping
+    candidates: int  # hash candidate pairs that went to pixel verification
+    params: dict[str, Any]
+    seconds: float = 0.0
+    paths: dict[str, Path] = field(default_factory=dict, repr=False)
+
+    @property
+    def to_quarantine(self) -> list[str]:
+        return sorted(f for g in self.groups for f in g.to_move)
+
+    def summary(self) -> dict[str, int]:
+        exact = [g for g in self.groups if g.kind == "exact"]
+        near = [g for g in self.groups if g.kind == "near"]
+        return {
+            "scanned": self.scanned,
+            "readable": self.scanned - len(self.unreadable),
+            "unreadable": len(self.unreadable),
+            "exact_groups": len(exact),
+            "exact_files": sum(len(g.files) for g in exact),
+            "near_groups": len(near),
+            "near_files": sum(len(g.files) for g in near),
+            "conflict_groups": sum(g.conflict for g in self.groups),
+            "conflict_files": sum(len(g.files) for g in self.groups if g.conflict),
+            "name_collisions": len(self.name_collisions),
+            "to_quarantine": len(self.to_quarantine),
+            "pairs": self.pairs,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "source": str(self.source),
+            "layout": self.kind,
+            "scanned": self.scanned,
+            "unreadable": sorted(self.unreadable),
+            "unreadable_reasons": dict(sorted(self.unreadable.items())),
+            "groups": [g.as_dict() for g in self.groups],
+            "name_collisions": self.name_collisions,
+            "to_quarantine": self.to_quarantine,
+            "summary": self.summary(),
+            "parameters": self.params,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+# --------------------------------------------------------------------------- search
+def find_duplicates(
+    data: str | Path | Dataset, threshold: int = 10, transforms: bool = True
+) -> Findings:
+    """Scan `data` (folder, CSV manifest or a scanned Dataset) and find duplicates.
+
+    >>> f = find_duplicates("dataset")             # doctest: +SKIP
+    >>> [g.files for g in f.groups if g.conflict]  # doctest: +SKIP
+    """
+    if not 0 <= threshold <= MAX_THRESHOLD:
+        raise LeukoError(f"--threshold must be between 0 and {MAX_THRESHOLD} (got {threshold})")
+    start = time.perf_counter()
+    ds = data if isinstance(data, Dataset) else scan(data, check="none")
+    unreadable = {p.rel: p.reason for p in ds.problems}
+    prints = _fingerprint_all([r.path for r in ds.records])
+    records: list[Record] = []
+    fps: list[Fingerprint] = []
+    for rec, fp in zip(ds.records, prints, strict=True):
+        if isinstance(fp, str):
+            unreadable[rec.rel] = fp
+        else:
+            records.append(rec)
+            fps.append(fp)
+    scanned = len(ds.records) + len(ds.problems)
+    params = {
+        "threshold": threshold,
+        "transforms": transforms,
+        "coarse_min": COARSE_MIN,
+        "verify_min": VERIFY_MIN,
+    }
+    if not fps:
+        return Findings(ds.root, ds.source, ds.kind, scanned, unreadable, [], [], 0, 0, params,
+                        time.perf_counter() - start)
+
+    n = len(fps)
+    uf = _UnionFind(n)
+    best_sim = np.ones(n, dtype=np.float32)  # lowest confirming correlation touching each file
+
+    # exact byte copies need no pixels at all
+    first_by_sha: dict[str, int] = {}
+    for i, fp in enumerate(fps):
+        j = first_by_sha.setdefault(fp.sha256, i)
+        if j != i:
+            uf.union(i, j)
+
+    hashes = phash_variants(np.stack([fp.gray for fp in fps]), transforms)
+    aspect = np.log(np.array([fp.height / fp.width for fp in fps], dtype=np.float64))
+    cand = candidate_pairs(hashes, threshold, aspect)
+    cand = _aspect_filter(cand, aspect)
+    thumbs = np.stack([fp.thumb for fp in fps])
+    shas = [fp.sha256 for fp in fps]
+    sizes = [fp.width * fp.height for fp in fps]
+    del fps, prints  # the stacked thumbnails are all that is needed from here on
+    sims = verify_pairs(thumbs, cand)
+    ok = sims >= VERIFY_MIN
+    pairs = cand[ok]
+    for (i, j, _k), s in zip(pairs.tolist(), sims[ok].tolist(), strict=True):
+        uf.union(i, j)
+        best_sim[i] = min(best_sim[i], s)
+        best_sim[j] = min(best_sim[j], s)
+
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        members[uf.find(i)].append(i)
+    multi = [sorted(m, key=lambda i: records[i].rel) for m in members.values() if len(m) > 1]
+
+    # same decoded pixels in different bytes (PNG vs BMP) still counts as exact
+    need_pixels = sorted({i for m in multi if len({shas[i] for i in m}) > 1 for i in m})
+    digests = _pixel_digests([records[i].path for i in need_pixels])
+    pix = dict(zip(need_pixels, digests, strict=True))
+
+    groups: list[Group] = []
+    for m in multi:
+        ident = {shas[i] for i in m}
+        if len(ident) > 1:
+            ident = {pix.get(i) or f"bytes:{shas[i]}" for i in m}
+        kind = "exact" if len(ident) == 1 else "near"
+        file_labels = [records[i].label for i in m]
+        labels = sorted(set(file_labels))
+        conflict = len(labels) > 1
+        keep = None
+        if not conflict:
+            keep = records[min(m, key=lambda i: (-sizes[i], records[i].rel))].rel
+        sim = 1.0 if kind == "exact" else float(min(best_sim[i] for i in m))
+        groups.append(
+            Group(kind, [records[i].rel for i in m], labels, file_labels, conflict, keep, sim)
+        )
+    groups.sort(key=lambda g: (-len(g.files), g.files[0]))
+
+    findings = Findings(
+        ds.root, ds.source, ds.kind, scanned, unreadable, groups,
+        name_collisions(records), len(pairs), len(cand), params,
+        time.perf_counter() - start,
+    )
+    findings.paths = {r.rel: r.path for r in records}
+    return findings
+
+
+def _workers() -> int:
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+def _fingerprint_all(paths: Sequence[Path]) -> list[Fingerprint | str]:
+    out: list[Fingerprint | str] = []
+    if not paths:
+        return out
+    with progress_bar("hashing images", len(paths)) as bar, ThreadPoolExecutor(_workers()) as pool:
+        for fp in pool.map(fingerprint, paths, chunksize=16):
+            out.append(fp)
+            bar.advance()
+    return out
+
+
+def _pixel_digests(paths: Sequence[Path]) -> list[str | None]:
+    if not paths:
+        return []
+    out: list[str | None] = []
+    with progress_bar("comparing pixels", len(paths)) as bar, \
+            ThreadPoolExecutor(_workers()) as pool:
+        for d in pool.map(pixel_digest, paths):
+            out.append(d)
+            bar.advance()
+    return out
+
+
+def name_collisions(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """File names that occur under more than one label (flattening would lose files)."""
+    by_name: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_name[Path(r.rel).name].append(r)
+    out = []
+    for name in sorted(by_name):
+        recs = by_name[name]
+        if len({r.label for r in recs}) > 1:
+            out.append({
+                "name": name,
+                "files": sorted(r.rel for r in recs),
+                "labels": sorted({r.label for r in recs}),
+            })
+    return out
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        root = i
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[i] != root:
+            self.parent[i], i = root, self.parent[i]
+        return root
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+# --------------------------------------------------------------------------- candidates
+def _segments(threshold: int) -> tuple[list[tuple[int, int]], int]:
+    """Split 64 bits into m segments and a per-segment radius r = threshold // m.
+
+    Pigeonhole: two hashes within `threshold` bits agree to within r bits on at least one
+    segment. Few segments with radius <= 2 keep both the probe count and buckets small.
+    """
+    m = threshold + 1 if threshold <= 3 else max(4, math.ceil((threshold + 1) / 3))
+    bounds = [round(64 * s / m) for s in range(m + 1)]
+    return [(bounds[s], bounds[s + 1] - bounds[s]) for s in range(m)], threshold // m
+
+
+def _masks(width: int, radius: int) -> np.ndarray:
+    """All width-bit values with at most `radius` bits set."""
+    masks = [0]
+    if radius >= 1:
+        masks += [1 << a for a in range(width)]
+    if radius >= 2:
+        masks += [(1 << a) | (1 << b) for a in range(width) for b in range(a + 1, width)]
+    return np.array(masks, dtype=np.uint64)
+
+
+_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # inverse of each dihedral transform
+
+
+def candidate_pairs(
+    hashes: np.ndarray, threshold: int, log_aspect: np.ndarray | None = None, chunk: int = 4096
+) -> np.ndarray:
+    """(P, 4) int64 rows (i, j, k, distance), i < j, with hamming(hash_k(i), hash_0(j)) <= t.
+
+    hashes is (N, K): column k holds the hash of image transform k. Multi-index hashing:
+    each segment of the untransformed hashes is bucketed; every transformed hash probes
+    the buckets within the segment radius. Rows are unique per (i, j, k). With
+    `log_aspect`, quarter turns are skipped when no image could match another's turned
+    shape (e.g. every image is landscape).
+    """
+    n, n_k = hashes.shape
+    segs, radius = _segments(threshold)
+    found: list[np.ndarray] = []
+    base = hashes[:, 0]
+    # hamming(hash_k(i), hash_0(j)) and hamming(hash_k^-1(j), hash_0(i)) differ (the
+    # median threshold is not equivariant), so both directions are probed; a pair is a
+    # candidate when either is within the threshold.
+    ks = [k for k in range(n_k) if not (swaps_axes(k) and _no_turned_match(log_aspect))]
+    for start, width in segs:
+        wmask = np.uint64((1 << width) - 1) if width < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
+        keys = (base >> np.uint64(start)) & wmask
+        masks = _masks(width, radius)
+        dense = width <= 22
+        if dense:
+            ikeys = keys.astype(np.int64)
+            counts = np.bincount(ikeys, minlength=1 << width).astype(np.int32)
+            starts = (np.cumsum(counts) - counts).astype(np.int32)
+            order = np.argsort(ikeys, kind="stable").astype(np.int32)
+            masks_i = masks.astype(np.int64)
+        else:
+            order = np.argsort(keys, kind="stable").astype(np.int32)
+            sorted_keys = keys[order]
+        n_masks = len(masks)
+        for k in ks:
+            qkeys = (hashes[:, k] >> np.uint64(start)) & wmask
+            if dense:
+                qkeys_i = qkeys.astype(np.int64)
+            for a in range(0, n, chunk):
+                b = min(n, a + chunk)
+                if dense:
+                    q = (qkeys_i[a:b, None] ^ masks_i[None, :]).ravel()
+                    c = counts[q]
+                    nz = np.flatnonzero(c)
+                    c = c[nz]
+                    st = starts[q[nz]]
+                else:
+                    qu = (qkeys[a:b, None] ^ masks[None, :]).ravel()
+                    st_all = np.searchsorted(sorted_keys, qu, side="left")
+                    c_all = np.searchsorted(sorted_keys, qu, side="right") - st_all
+                    nz = np.flatnonzero(c_all)
+                    c, st = c_all[nz], st_all[nz]
+                if len(nz) == 0:
+                    continue
+                row = (a + nz // n_masks).astype(np.int32)
+                total = int(c.sum())
+                i = np.repeat(row, c)
+                offs = np.arange(total, dtype=np.int32) - np.repeat(np.cumsum(c) - c, c)
+                j = order[np.repeat(st, c) + offs]
+                d = popcount(hashes[i, k] ^ base[j])
+                near = (d <= threshold) & (i != j)
+                i, j, d = i[near], j[near], d[near]
+                kk = np.full(len(i), k, dtype=np.int64)
+                swap = i > j  # store as i < j with the inverse transform
+                i, j = np.where(swap, j, i), np.where(swap, i, j)
+                kk[swap] = _INVERSE[k]
+                found.append(np.stack([i, j, kk, d], axis=1).astype(np.int64))
+    if not found:
+        return np.zeros((0, 4), dtype=np.int64)
+    allp = np.concatenate(found)
+    key = (allp[:, 0] * n + allp[:, 1]) * N_TRANSFORMS + allp[:, 2]
+    _, idx = np.unique(key, return_index=True)
+    return allp[idx]
+
+
+def _no_turned_match(log_aspect: np.ndarray | None) -> bool:
+    """True when no image turned a quarter has the shape of any image (within tolerance)."""
+    if log_aspect is None or len(log_aspect) == 0:
+        return False
+    ref = np.concatenate([[-np.inf], np.sort(log_aspect), [np.inf]])
+    turned = -log_aspect
+    pos = np.searchsorted(ref, turned)  # ref[pos - 1] <= turned < ref[pos]
+    gap = np.minimum(ref[pos] - turned, turned - ref[pos - 1])
+    return bool(gap.min() > ASPECT_TOLERANCE)
+
+
+def _aspect_filter(cand: np.ndarray, log_aspect: np.ndarray) -> np.ndarray:
+    """Drop candidates whose shapes cannot match under their transform (a quarter turn
+    swaps height and width; a resize keeps the ratio)."""
+    if len(cand) == 0:
+        return cand
+    ai = log_aspect[cand[:, 0]]
+    ai = np.where(np.isin(cand[:, 2], [k for k in range(8) if swaps_axes(k)]), -ai, ai)
+    return cand[np.abs(ai - log_aspect[cand[:, 1]]) <= ASPECT_TOLERANCE]
+
+
+def verify_pairs(thumbs: np.ndarray, cand: np.ndarray, chunk: int = 32768) -> np.ndarray:
+    """Pixel correlation of each candidate (i, j, k): thumbnail i under transform k vs j.
+
+    Coarse 16x16 pass first; only pairs above COARSE_MIN get the 48x48 colour check.
+    Returns the fine correlation, or the coarse one for pairs that stopped early.
+    """
+    sims = np.zeros(len(cand), dtype=np.float32)
+    if len(cand) == 0:
+        return sims
+    coarse = coarse_features(thumbs)
+    flat0 = coarse.reshape(len(coarse), -1)
+    with progress_bar("verifying candidates", len(cand)) as bar:
+        for k in range(N_TRANSFORMS):
+            idx = np.nonzero(cand[:, 2] == k)[0]
+            if len(idx) == 0:
+                continue
+            flatk = np.ascontiguousarray(dihedral(coarse, k, axes=(1, 2))).reshape(len(coarse), -1)
+            for a in range(0, len(idx), chunk):
+                s = idx[a : a + chunk]
+                sims[s] = correlation(flatk[cand[s, 0]], flat0[cand[s, 1]])
+                bar.advance(len(s))
+    fine_idx = np.nonzero(sims >= COARSE_MIN)[0]
+    for a in range(0, len(fine_idx), 1024):
+        s = fine_idx[a : a + 1024]
+        i, j, k = cand[s, 0], cand[s, 1], cand[s, 2]
+        fi = fine_features(thumbs[i])
+        fj = fine_features(thumbs[j])
+        for kk in np.unique(k):
+            m = k == kk
+            sims[s[m]] = correlation(
+                np.ascontiguousarray(dihedral(fi[m], int(kk), axes=(1, 2))), fj[m]
+            )
+    return sims
+
+
+# --------------------------------------------------------------------------- rendering
+def render(findings: Findings, top: int) -> None:
+    """The summary table and the largest groups, on stdout."""
+    s = findings.summary()
+    rows: list[list[object]] = [
+        ["scanned", s["scanned"], ""],
+        ["unreadable", s["unreadable"], "reported, left in place"],
+        ["exact duplicate groups", s["exact_groups"], f"{s['exact_files']} files"],
+        ["near duplicate groups", s["near_groups"], f"{s['near_files']} files"],
+        ["label conflicts", s["conflict_groups"], f"{s['conflict_files']} files"],
+        ["name collisions", s["name_collisions"], "same name in several classes (harmless)"],
+        ["would be quarantined", s["to_quarantine"], "files --apply moves"],
+    ]
+    table = simple_table(f"dedupe {findings.source}", ["finding", "count", "note"], rows)
+    console.print(table)
+    if findings.unreadable:
+        urows: list[list[object]] = [[rel, why] for rel, why in sorted(findings.unreadable.items())]
+        console.print(simple_table("Unreadable files", ["file", "reason"], urows[:top]))
+        if len(urows) > top:
+            console.print(f"... and {len(urows) - top} more (see --report)")
+    if findings.groups and top > 0:
+        grows: list[list[object]] = []
+        for n, g in enumerate(findings.groups[:top], 1):
+            more = f", ... (+{len(g.files) - 3})" if len(g.files) > 3 else ""
+            shown = ", ".join(g.files[:3]) + more
+            grows.append([
+                n, g.kind + (" CONFLICT" if g.conflict else ""), len(g.files),
+                "/".join(g.labels), g.keep or "-", shown,
+            ])
+        console.print(
+            simple_table(
+                f"Largest groups (top {min(top, len(findings.groups))} of {len(findings.groups)})",
+                ["#", "kind", "files", "labels", "keep", "members"], grows,
+            )
+        )
+
+
+def write_report(findings: Findings, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(findings.to_dict(), indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise LeukoError(f"cannot write report {path}: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------- quarantine
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_quarantine(root: Path) -> Path:
+    return root.parent / f"{root.name}-quarantine"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _free_name(dest: Path) -> Path:
+    """dest, or dest with a ~N suffix: never overwrite anything in quarantine."""
+    if not dest.exists():
+        return dest
+    n = 1
+    while True:
+        cand = dest.with_name(f"{dest.stem}~{n}{dest.suffix}")
+        if not cand.exists():
+            return cand
+        n += 1
+
+
+class _Manifest:
+    """Append-only JSON lines, flushed and fsynced per line (write-ahead log of moves)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def write(self, entry: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(entry) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@dataclass
+class MoveSummary:
+    moved: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    manifest: Path | None = None
+
+
+def apply_quarantine(findings: Findings, quarantine: Path | None = None) -> MoveSummary:
+    """Move every file Findings.to_quarantine names into quarantine, logging each move."""
+    if findings.kind == "csv":
+        raise LeukoError(
+            f"--apply moves files, which would break the paths in {findings.source}; "
+            "run dedupe on the class folder instead, or pass this --report to "
+            "`leuko split --exclude` to leave the files out without moving them"
+        )
+    root = findings.root.resolve()
+    qdir = (quarantine.expanduser() if quarantine else default_quarantine(root)).resolve()
+    if _inside(qdir, root) or _inside(root, qdir):
+        raise LeukoError(
+            f"quarantine {qdir} must be outside the scanned tree {root} (or it would be scanned)"
+        )
+    summary = MoveSummary()
+    todo = findings.to_quarantine
+    if not todo:
+        return summary
+    try:
+        qdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LeukoError(f"cannot create quarantine {qdir}: {exc.strerror or exc}") from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    mpath = _free_name(qdir / f"dedupe-manifest-{stamp}.jsonl")
+    log = _Manifest(mpath)
+    summary.manifest = mpath
+    log.write({
+        "leuko_dedupe_manifest": MANIFEST_VERSION, "root": str(root), "quarantine": str(qdir),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    reason = {f: ("conflict" if g.conflict else g.kind) for g in findings.groups for f in g.to_move}
+    try:
+        with progress_bar("quarantining", len(todo)) as bar:
+            for rel in todo:
+                bar.advance()
+                src = root / rel
+                if not src.is_file():
+                    summary.skipped += 1
+                    continue
+                try:
+                    sha = file_sha256(src)
+                    dest = _free_name(qdir / rel)
+                    entry = {"source": str(src), "destination": str(dest), "rel": rel,
+                             "sha256": sha, "reason": reason.get(rel, "")}
+                    log.write({**entry, "status": "planned"})
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(src), str(dest))
+                    log.write({**entry, "status": "moved"})
+                    summary.moved += 1
+                except OSError as exc:
+                    summary.failed.append(f"{rel}: {exc.strerror or exc}")
+    finally:
+        log.close()
+    return summary
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The last state of every move in a manifest, in the order they were planned."""
+    p = path.expanduser()
+    if not p.is_file():
+        raise LeukoError(f"{p}: no such manifest file")
+    entries: dict[str, dict[str, Any]] = {}
+    header = False
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LeukoError(f"cannot read manifest {p}: {exc}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):  # a line cut short by an interruption
+                continue
+            raise LeukoError(f"{p}:{n} is not a JSON line; not a dedupe manifest?") from None
+        if "leuko_dedupe_manifest" in obj:
+            header = True
+            continue
+        if not isinstance(obj, dict) or not {"source", "destination", "sha256"} <= obj.keys():
+            raise LeukoError(f"{p}:{n} lacks source/destination/sha256; not a dedupe manifest?")
+        key = obj["destination"]
+        entries[key] = {**entries.get(key, {}), **obj}
+    if not header:
+        raise LeukoError(f"{p} is not a leuko dedupe manifest (no header line)")
+    return list(entries.values())
+
+
+def undo_quarantine(manifest: Path) -> MoveSummary:
+    """Move every quarantined file back, verifying its sha256; tolerate unmoved entries."""
+    entries = read_manifest(manifest)
+    summary = MoveSummary(manifest=manifest.expanduser())
+    log = _Manifest(manifest.expanduser())
+    try:
+        with progress_bar("restoring", len(entries)) as bar:
+            for e in entries:
+                bar.advance()
+                src, dest, sha = Path(e["source"]), Path(e["destination"]), e["sha256"]
+                try:
+                    if not dest.exists():
+                        # planned but never moved, or already restored
+                        if src.is_file() and file_sha256(src) == sha:
+                            summary.skipped += 1
+                        else:
+                            summary.failed.append(f"{dest}: missing from quarantine")
+                        continue
+                    if file_sha256(dest) != sha:
+                        summary.failed.append(
+                            f"{dest}: content changed since quarantine (sha256 differs); left there"
+                        )
+                        continue
+                    if src.exists():
+                        if src.is_file() and file_sha256(src) == sha:
+                            summary.failed.append(
+                                f"{src} already exists with the same content; "
+                                f"the quarantined copy {dest} was left in place"
+                            )
+                        else:
+                            summary.failed.append(
+                                f"{src} exists and differs from the quarantined file; "
+                                f"not overwritten ({dest} left in quarantine)"
+                            )
+                        continue
+                    src.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(dest), str(src))
+                    log.write({**{k: e[k] for k in ("source", "destination", "sha256")},
+                               "status": "restored"})
+                    summary.moved += 1
+                except OSError as exc:
+                    summary.failed.append(f"{dest}: {exc.strerror or exc}")
+    finally:
+        log.close()
+    return summary
+
+
+# --------------------------------------------------------------------------- CLI
+def run_dedupe_cli(
+    data: Path | None,
+    threshold: int = 10,
+    transforms: bool = True,
+    report: Path | None = None,
+    apply: bool = False,
+    quarantine: Path | None = None,
+    undo: Path | None = None,
+    top: int = 10,
+) -> None:
+    """`leuko dedupe`: scan and report (dry run), --apply to quarantine, --undo to restore."""
+    if top < 0:
+        raise LeukoError(f"--top must be 0 or more (got {top})")
+    if undo is not None:
+        if data is not None or apply:
+            raise LeukoError("--undo MANIFEST works alone: leave out DATA and --apply")
+        s = undo_quarantine(undo)
+        console.print(
+            f"restored {s.moved} file(s); {s.skipped} already in place; {len(s.failed)} problem(s)"
+        )
+        _fail_if(s.failed, "could not be restored")
+        return
+    if data is None:
+        raise LeukoError("give a dataset folder or CSV manifest (or --undo MANIFEST)")
+    if quarantine is not None and not apply:
+        raise LeukoError("--quarantine only makes sense with --apply")
+    findings = find_duplicates(data, threshold=threshold, transforms=transforms)
+    render(findings, top)
+    info(f"{findings.candidates} hash candidates, {findings.pairs} confirmed pairs, "
+         f"{findings.seconds:.1f} s")
+    if report is not None:
+        write_report(findings, report)
+        console.print(f"report: {report}")
+    if not apply:
+        if findings.to_quarantine:
+            console.print("dry run: nothing moved; --apply moves these into quarantine")
+        return
+    s = apply_quarantine(findings, quarantine)
+    if s.manifest is None:
+        console.print("nothing to quarantine")
+    else:
+        console.print(f"moved {s.moved} file(s) into {s.manifest.parent}")
+        console.print(f"manifest: {s.manifest}")
+        console.print(f"undo with: leuko dedupe --undo '{s.manifest}'")
+    _fail_if(s.failed, "could not be moved")
+
+
+def _fail_if(failed: list[str], what: str) -> None:
+    if not failed:
+        return
+    for line in failed[:20]:
+        warn(line)
+    if len(failed) > 20:
+        warn(f"... and {len(failed) - 20} more")
+    raise LeukoError(f"{len(failed)} file(s) {what} (see warnings above)", exit_code=EXIT_PARTIAL)
