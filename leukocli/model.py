@@ -177,16 +177,18 @@ def build_backbone(
     else:
         base = spec.builder(include_top=False, weights=None, input_shape=shape)
         if weights is not None:
-            load_backbone_weights(base, Path(weights))
+            load_backbone_weights(base, Path(weights), label=spec.name)
     base.name = BACKBONE_LAYER
     return base
 
 
-def load_backbone_weights(backbone: keras.Model, path: Path) -> None:
+def load_backbone_weights(backbone: keras.Model, path: Path, label: str | None = None) -> None:
     """Load a local weights file into the backbone; LeukoError when it is not one or misfits."""
     import warnings
 
     import numpy as np
+
+    label = label or backbone.name
 
     before = [np.array(w) for w in backbone.get_weights()]
     try:
@@ -196,13 +198,13 @@ def load_backbone_weights(backbone: keras.Model, path: Path) -> None:
     except Exception as exc:  # h5py OSError, ValueError on shape/layer mismatch, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise LeukoError(
-            f"--weights {path}: cannot load into {backbone.name} ({first}); expected weights "
+            f"--weights {path}: cannot load into the {label} backbone ({first}); expected weights "
             f"saved from the same keras.applications backbone without its top"
         ) from None
     after = backbone.get_weights()
     if before and all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
         raise LeukoError(
-            f"--weights {path}: no weights in it matched the backbone; expected weights "
+            f"--weights {path}: no weights in it matched the {label} backbone; expected weights "
             f"saved from the same keras.applications backbone without its top"
         )
 

@@ -624,7 +624,9 @@ def _fit(
             callbacks: list[keras.callbacks.Callback] = [
                 progress,
                 RunRecorder(run, phase),
-                keras.callbacks.BackupAndRestore(str(ckpt_root / f"phase{phase}")),
+                keras.callbacks.BackupAndRestore(
+                    str(ckpt_root / f"phase{phase}"), double_checkpoint=True
+                ),
             ]
             if phase != 1:
                 callbacks += [
