@@ -204,7 +204,7 @@ def find_duplicates(
     sims = verify_pairs(thumbs, cand)
     ok = sims >= VERIFY_MIN
     pairs = cand[ok]
-    for (i, j, _k), s in zip(pairs.tolist(), sims[ok].tolist(), strict=True):
+    for (i, j, _k, _d), s in zip(pairs.tolist(), sims[ok].tolist(), strict=True):
         uf.union(i, j)
         best_sim[i] = min(best_sim[i], s)
         best_sim[j] = min(best_sim[j], s)
@@ -566,20 +566,27 @@ class MoveSummary:
     manifest: Path | None = None
 
 
-def apply_quarantine(findings: Findings, quarantine: Path | None = None) -> MoveSummary:
-    """Move every file Findings.to_quarantine names into quarantine, logging each move."""
-    if findings.kind == "csv":
+def check_quarantine(data: Path, quarantine: Path | None) -> Path:
+    """The quarantine folder for DATA, refusing CSV manifests and folders inside the tree."""
+    data = data.expanduser().resolve()
+    if data.is_file():
         raise LeukoError(
-            f"--apply moves files, which would break the paths in {findings.source}; "
-            "run dedupe on the class folder instead, or pass this --report to "
+            f"--apply moves files, which would break the paths in {data}; "
+            "run dedupe on the class folder instead, or pass its --report to "
             "`leuko split --exclude` to leave the files out without moving them"
         )
-    root = findings.root.resolve()
-    qdir = (quarantine.expanduser() if quarantine else default_quarantine(root)).resolve()
-    if _inside(qdir, root) or _inside(root, qdir):
+    qdir = (quarantine.expanduser() if quarantine else default_quarantine(data)).resolve()
+    if _inside(qdir, data) or _inside(data, qdir):
         raise LeukoError(
-            f"quarantine {qdir} must be outside the scanned tree {root} (or it would be scanned)"
+            f"quarantine {qdir} must be outside the scanned tree {data} (or it would be scanned)"
         )
+    return qdir
+
+
+def apply_quarantine(findings: Findings, quarantine: Path | None = None) -> MoveSummary:
+    """Move every file Findings.to_quarantine names into quarantine, logging each move."""
+    qdir = check_quarantine(findings.source, quarantine)
+    root = findings.root.resolve()
     summary = MoveSummary()
     todo = findings.to_quarantine
     if not todo:
@@ -728,13 +735,17 @@ def run_dedupe_cli(
         raise LeukoError("give a dataset folder or CSV manifest (or --undo MANIFEST)")
     if quarantine is not None and not apply:
         raise LeukoError("--quarantine only makes sense with --apply")
+    if apply:
+        if not data.exists():
+            raise LeukoError(f"{data}: no such file or directory")
+        check_quarantine(data, quarantine)  # fail before the scan, not after it
     findings = find_duplicates(data, threshold=threshold, transforms=transforms)
     render(findings, top)
     info(f"{findings.candidates} hash candidates, {findings.pairs} confirmed pairs, "
          f"{findings.seconds:.1f} s")
     if report is not None:
         write_report(findings, report)
-        console.print(f"report: {report}")
+        console.print(f"report: {report}", soft_wrap=True)
     if not apply:
         if findings.to_quarantine:
             console.print("dry run: nothing moved; --apply moves these into quarantine")
@@ -743,9 +754,9 @@ def run_dedupe_cli(
     if s.manifest is None:
         console.print("nothing to quarantine")
     else:
-        console.print(f"moved {s.moved} file(s) into {s.manifest.parent}")
-        console.print(f"manifest: {s.manifest}")
-        console.print(f"undo with: leuko dedupe --undo '{s.manifest}'")
+        console.print(f"moved {s.moved} file(s) into {s.manifest.parent}", soft_wrap=True)
+        console.print(f"manifest: {s.manifest}", soft_wrap=True)
+        console.print(f"undo with: leuko dedupe --undo '{s.manifest}'", soft_wrap=True)
     _fail_if(s.failed, "could not be moved")
 
 
