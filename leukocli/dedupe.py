@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,13 +195,24 @@ def find_duplicates(
 
     hashes = phash_variants(np.stack([fp.gray for fp in fps]), transforms)
     aspect = np.log(np.array([fp.height / fp.width for fp in fps], dtype=np.float64))
-    cand = candidate_pairs(hashes, threshold, aspect)
-    cand = _aspect_filter(cand, aspect)
     thumbs = np.stack([fp.thumb for fp in fps])
     shas = [fp.sha256 for fp in fps]
     sizes = [fp.width * fp.height for fp in fps]
     del fps, prints  # the stacked thumbnails are all that is needed from here on
-    sims = verify_pairs(thumbs, cand)
+    # Hash candidates come in blocks and only those that pass the coarse pixel check are
+    # kept, so memory stays bounded even when many smears hash alike.
+    coarse = coarse_features(thumbs)
+    n_cand = 0
+    kept: list[np.ndarray] = []
+    steps = count_steps(hashes, threshold, aspect)
+    with progress_bar("matching hashes", steps) as bar:
+        for block in iter_candidates(hashes, threshold, aspect, on_step=bar.advance):
+            block = _aspect_filter(block, aspect)
+            n_cand += len(block)
+            kept.append(block[coarse_check(coarse, block) >= COARSE_MIN])
+    del coarse
+    cand = _unique_rows(np.concatenate(kept)) if kept else np.zeros((0, 4), dtype=np.int64)
+    sims = fine_check(thumbs, cand)
     ok = sims >= VERIFY_MIN
     pairs = cand[ok]
     for (i, j, _k, _d), s in zip(pairs.tolist(), sims[ok].tolist(), strict=True):
@@ -239,15 +250,19 @@ def find_duplicates(
 
     findings = Findings(
         ds.root, ds.source, ds.kind, scanned, unreadable, groups,
-        name_collisions(records), len(pairs), len(cand), params,
+        name_collisions(records), len(_unique_pairs(pairs)), n_cand, params,
         time.perf_counter() - start,
     )
     findings.paths = {r.rel: r.path for r in records}
     return findings
 
 
+def _unique_pairs(rows: np.ndarray) -> set[tuple[int, int]]:
+    return {(int(i), int(j)) for i, j in rows[:, :2].tolist()}
+
+
 def _workers() -> int:
-    return max(2, min(8, os.cpu_count() or 2))
+    return min(8, max(4, os.cpu_count() or 4))
 
 
 def _fingerprint_all(paths: Sequence[Path]) -> list[Fingerprint | str]:
@@ -333,52 +348,56 @@ def _masks(width: int, radius: int) -> np.ndarray:
 _INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # inverse of each dihedral transform
 
 
-def candidate_pairs(
-    hashes: np.ndarray, threshold: int, log_aspect: np.ndarray | None = None, chunk: int = 4096
-) -> np.ndarray:
-    """(P, 4) int64 rows (i, j, k, distance), i < j, with hamming(hash_k(i), hash_0(j)) <= t.
+def iter_candidates(
+    hashes: np.ndarray,
+    threshold: int,
+    log_aspect: np.ndarray | None = None,
+    chunk: int = 4096,
+    on_step: Callable[[], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield (P, 4) int64 rows (i, j, k, distance), i < j, hamming(hash_k(i), hash_0(j)) <= t.
 
     hashes is (N, K): column k holds the hash of image transform k. Multi-index hashing:
     each segment of the untransformed hashes is bucketed; every transformed hash probes
-    the buckets within the segment radius. Rows are unique per (i, j, k). With
-    `log_aspect`, quarter turns are skipped when no image could match another's turned
-    shape (e.g. every image is landscape).
+    the buckets within the segment radius; a pair is reported by the first segment that
+    finds it. Both directions of a pair are probed (hamming(hash_k(i), hash_0(j)) and
+    hamming(hash_k^-1(j), hash_0(i)) differ: the median threshold is not equivariant),
+    so a row may come twice, once per direction. With `log_aspect`, quarter turns are
+    skipped when no image could match another's turned shape (e.g. all are landscape).
+    Memory stays bounded by `chunk`: the caller filters each block as it comes.
     """
     n, n_k = hashes.shape
     segs, radius = _segments(threshold)
-    found: list[np.ndarray] = []
     base = hashes[:, 0]
-    # hamming(hash_k(i), hash_0(j)) and hamming(hash_k^-1(j), hash_0(i)) differ (the
-    # median threshold is not equivariant), so both directions are probed; a pair is a
-    # candidate when either is within the threshold.
     ks = [k for k in range(n_k) if not (swaps_axes(k) and _no_turned_match(log_aspect))]
-    for start, width in segs:
+    seg_masks = [_seg_mask(start, width) for start, width in segs]
+    for si, (start, width) in enumerate(segs):
         wmask = np.uint64((1 << width) - 1) if width < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
         keys = (base >> np.uint64(start)) & wmask
         masks = _masks(width, radius)
         dense = width <= 22
         if dense:
             ikeys = keys.astype(np.int64)
-            counts = np.bincount(ikeys, minlength=1 << width).astype(np.int32)
-            starts = (np.cumsum(counts) - counts).astype(np.int32)
-            order = np.argsort(ikeys, kind="stable").astype(np.int32)
+            counts = np.bincount(ikeys, minlength=1 << width).astype(np.int64)
+            starts = np.cumsum(counts) - counts
+            order = np.argsort(ikeys, kind="stable")
             masks_i = masks.astype(np.int64)
         else:
-            order = np.argsort(keys, kind="stable").astype(np.int32)
+            order = np.argsort(keys, kind="stable")
             sorted_keys = keys[order]
         n_masks = len(masks)
         for k in ks:
             qkeys = (hashes[:, k] >> np.uint64(start)) & wmask
-            if dense:
-                qkeys_i = qkeys.astype(np.int64)
+            qkeys_i = qkeys.astype(np.int64) if dense else qkeys
             for a in range(0, n, chunk):
+                if on_step is not None:
+                    on_step()
                 b = min(n, a + chunk)
                 if dense:
                     q = (qkeys_i[a:b, None] ^ masks_i[None, :]).ravel()
                     c = counts[q]
                     nz = np.flatnonzero(c)
-                    c = c[nz]
-                    st = starts[q[nz]]
+                    c, st = c[nz], starts[q[nz]]
                 else:
                     qu = (qkeys[a:b, None] ^ masks[None, :]).ravel()
                     st_all = np.searchsorted(sorted_keys, qu, side="left")
@@ -387,25 +406,53 @@ def candidate_pairs(
                     c, st = c_all[nz], st_all[nz]
                 if len(nz) == 0:
                     continue
-                row = (a + nz // n_masks).astype(np.int32)
+                row = a + nz // n_masks
                 total = int(c.sum())
                 i = np.repeat(row, c)
-                offs = np.arange(total, dtype=np.int32) - np.repeat(np.cumsum(c) - c, c)
+                offs = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
                 j = order[np.repeat(st, c) + offs]
-                d = popcount(hashes[i, k] ^ base[j])
+                x = hashes[i, k] ^ base[j]
+                d = popcount(x)
                 near = (d <= threshold) & (i != j)
+                for earlier in seg_masks[:si]:  # found already by an earlier segment
+                    near &= popcount(x & earlier) > radius
                 i, j, d = i[near], j[near], d[near]
+                if len(i) == 0:
+                    continue
                 kk = np.full(len(i), k, dtype=np.int64)
                 swap = i > j  # store as i < j with the inverse transform
                 i, j = np.where(swap, j, i), np.where(swap, i, j)
                 kk[swap] = _INVERSE[k]
-                found.append(np.stack([i, j, kk, d], axis=1).astype(np.int64))
-    if not found:
-        return np.zeros((0, 4), dtype=np.int64)
-    allp = np.concatenate(found)
-    key = (allp[:, 0] * n + allp[:, 1]) * N_TRANSFORMS + allp[:, 2]
+                yield np.stack([i, j, kk, d], axis=1).astype(np.int64)
+
+
+def count_steps(hashes: np.ndarray, threshold: int, log_aspect: np.ndarray | None = None,
+                chunk: int = 4096) -> int:
+    """How many times iter_candidates calls on_step (for a progress bar)."""
+    n, n_k = hashes.shape
+    ks = [k for k in range(n_k) if not (swaps_axes(k) and _no_turned_match(log_aspect))]
+    return len(_segments(threshold)[0]) * len(ks) * math.ceil(n / chunk)
+
+
+def _seg_mask(start: int, width: int) -> np.uint64:
+    return np.uint64(((1 << width) - 1) << start)
+
+
+def candidate_pairs(
+    hashes: np.ndarray, threshold: int, log_aspect: np.ndarray | None = None
+) -> np.ndarray:
+    """All candidate rows of iter_candidates at once, unique per (i, j, k)."""
+    found = list(iter_candidates(hashes, threshold, log_aspect))
+    return _unique_rows(np.concatenate(found) if found else np.zeros((0, 4), dtype=np.int64))
+
+
+def _unique_rows(rows: np.ndarray) -> np.ndarray:
+    if len(rows) == 0:
+        return rows
+    n = int(rows[:, :2].max()) + 1
+    key = (rows[:, 0] * n + rows[:, 1]) * N_TRANSFORMS + rows[:, 2]
     _, idx = np.unique(key, return_index=True)
-    return allp[idx]
+    return rows[idx]
 
 
 def _no_turned_match(log_aspect: np.ndarray | None) -> bool:
@@ -429,38 +476,39 @@ def _aspect_filter(cand: np.ndarray, log_aspect: np.ndarray) -> np.ndarray:
     return cand[np.abs(ai - log_aspect[cand[:, 1]]) <= ASPECT_TOLERANCE]
 
 
-def verify_pairs(thumbs: np.ndarray, cand: np.ndarray, chunk: int = 32768) -> np.ndarray:
-    """Pixel correlation of each candidate (i, j, k): thumbnail i under transform k vs j.
-
-    Coarse 16x16 pass first; only pairs above COARSE_MIN get the 48x48 colour check.
-    Returns the fine correlation, or the coarse one for pairs that stopped early.
-    """
+def coarse_check(coarse: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """16x16 high-pass correlation of each candidate (i, j, k): image i under k vs j."""
     sims = np.zeros(len(cand), dtype=np.float32)
-    if len(cand) == 0:
-        return sims
-    coarse = coarse_features(thumbs)
-    flat0 = coarse.reshape(len(coarse), -1)
-    with progress_bar("verifying candidates", len(cand)) as bar:
-        for k in range(N_TRANSFORMS):
-            idx = np.nonzero(cand[:, 2] == k)[0]
-            if len(idx) == 0:
-                continue
-            flatk = np.ascontiguousarray(dihedral(coarse, k, axes=(1, 2))).reshape(len(coarse), -1)
-            for a in range(0, len(idx), chunk):
-                s = idx[a : a + chunk]
-                sims[s] = correlation(flatk[cand[s, 0]], flat0[cand[s, 1]])
-                bar.advance(len(s))
-    fine_idx = np.nonzero(sims >= COARSE_MIN)[0]
-    for a in range(0, len(fine_idx), 1024):
-        s = fine_idx[a : a + 1024]
-        i, j, k = cand[s, 0], cand[s, 1], cand[s, 2]
-        fi = fine_features(thumbs[i])
-        fj = fine_features(thumbs[j])
-        for kk in np.unique(k):
-            m = k == kk
-            sims[s[m]] = correlation(
-                np.ascontiguousarray(dihedral(fi[m], int(kk), axes=(1, 2))), fj[m]
-            )
+    for k in np.unique(cand[:, 2]).tolist():
+        s = np.nonzero(cand[:, 2] == k)[0]
+        a = np.ascontiguousarray(dihedral(coarse[cand[s, 0]], k, axes=(1, 2)))
+        sims[s] = correlation(a, coarse[cand[s, 1]])
+    return sims
+
+
+def fine_check(thumbs: np.ndarray, cand: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """48x48 colour high-pass correlation of each candidate under its transform."""
+    sims = np.zeros(len(cand), dtype=np.float32)
+    with progress_bar("verifying pixels", len(cand)) as bar:
+        for a in range(0, len(cand), chunk):
+            part = cand[a : a + chunk]
+            fi = fine_features(thumbs[part[:, 0]])
+            fj = fine_features(thumbs[part[:, 1]])
+            for k in np.unique(part[:, 2]).tolist():
+                m = part[:, 2] == k
+                sims[a + np.nonzero(m)[0]] = correlation(
+                    np.ascontiguousarray(dihedral(fi[m], k, axes=(1, 2))), fj[m]
+                )
+            bar.advance(len(part))
+    return sims
+
+
+def verify_pairs(thumbs: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Pixel correlation of each candidate: the fine one where the coarse pass let it through,
+    else the coarse one (below COARSE_MIN, so never a match)."""
+    sims = coarse_check(coarse_features(thumbs), cand) if len(cand) else np.zeros(0, np.float32)
+    go = np.nonzero(sims >= COARSE_MIN)[0]
+    sims[go] = fine_check(thumbs, cand[go])
     return sims
 
 
