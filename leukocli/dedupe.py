@@ -44,6 +44,7 @@ from .dataset import Dataset, Record, scan
 from .errors import EXIT_PARTIAL, LeukoError
 from .hashing import (
     N_TRANSFORMS,
+    TRANSFORM_NAMES,
     Fingerprint,
     coarse_features,
     correlation,
@@ -75,6 +76,7 @@ class Group:
     conflict: bool
     keep: str | None
     similarity: float  # lowest confirmed pixel correlation inside the group (1.0 for exact)
+    transforms: list[str] = field(default_factory=list)  # how near members map onto each other
 
     @property
     def to_move(self) -> list[str]:
@@ -89,6 +91,7 @@ class Group:
             "conflict": self.conflict,
             "keep": self.keep,
             "similarity": round(self.similarity, 4),
+            "transforms": self.transforms,
         }
 
 
@@ -215,8 +218,10 @@ def find_duplicates(
     sims = fine_check(thumbs, cand)
     ok = sims >= VERIFY_MIN
     pairs = cand[ok]
-    for (i, j, _k, _d), s in zip(pairs.tolist(), sims[ok].tolist(), strict=True):
+    edge_kinds: dict[int, set[int]] = defaultdict(set)
+    for (i, j, k, _d), s in zip(pairs.tolist(), sims[ok].tolist(), strict=True):
         uf.union(i, j)
+        edge_kinds[i].add(k)
         best_sim[i] = min(best_sim[i], s)
         best_sim[j] = min(best_sim[j], s)
 
@@ -243,8 +248,10 @@ def find_duplicates(
         if not conflict:
             keep = records[min(m, key=lambda i: (-sizes[i], records[i].rel))].rel
         sim = 1.0 if kind == "exact" else float(min(best_sim[i] for i in m))
+        ks = sorted({k for i in m for k in edge_kinds.get(i, ())}) if kind == "near" else []
         groups.append(
-            Group(kind, [records[i].rel for i in m], labels, file_labels, conflict, keep, sim)
+            Group(kind, [records[i].rel for i in m], labels, file_labels, conflict, keep, sim,
+                  [TRANSFORM_NAMES[k] for k in ks])
         )
     groups.sort(key=lambda g: (-len(g.files), g.files[0]))
 

@@ -81,6 +81,8 @@ def test_finds_every_planted_case_and_nothing_else(planted_src: tuple[Path, dict
     for key, p in zip(expected_near, plan["near"], strict=True):
         g = groups[key]
         assert g.kind == "near" and not g.conflict, p["transform"]
+        if p["transform"] in ("hflip", "rot90"):
+            assert g.transforms and "identity" not in g.transforms, g.transforms
         if p["transform"] == "resize":
             assert g.keep == p["original"]  # the larger picture stays
     for key in expected_conflict:
@@ -212,6 +214,21 @@ def test_interrupted_apply_can_be_undone(planted: tuple[Path, dict], tmp_path: P
     assert s.failed == []
     assert s.skipped == 1 and s.moved == len(todo) - 1
     assert _tree(root) == before
+
+
+def test_apply_never_overwrites_in_quarantine(planted: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = planted
+    before = _tree(root)
+    f = find_duplicates(root)
+    qdir = tmp_path / "q"
+    occupied = qdir / f.to_quarantine[0]
+    occupied.parent.mkdir(parents=True)
+    occupied.write_bytes(b"already here")
+    summary = apply_quarantine(f, qdir)
+    assert occupied.read_bytes() == b"already here"
+    assert occupied.with_name(f"{occupied.stem}~1{occupied.suffix}").is_file()
+    assert summary.manifest is not None and undo_quarantine(summary.manifest).failed == []
+    assert _tree(root) == before and occupied.read_bytes() == b"already here"
 
 
 def test_undo_never_overwrites_a_different_file(planted: tuple[Path, dict], tmp_path: Path) -> None:
