@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
+from rich.table import Table
 
 from .console import console, info, progress_bar, simple_table, warn
 from .dataset import Dataset, Record, scan
@@ -532,28 +534,39 @@ def render(findings: Findings, top: int) -> None:
         ["name collisions", s["name_collisions"], "same name in several classes (harmless)"],
         ["would be quarantined", s["to_quarantine"], "files --apply moves"],
     ]
-    table = simple_table(f"dedupe {findings.source}", ["finding", "count", "note"], rows)
+    title = f"dedupe {escape(str(findings.source))}"
+    table = simple_table(title, ["finding", "count", "note"], rows)
     console.print(table)
     if findings.unreadable:
-        urows: list[list[object]] = [[rel, why] for rel, why in sorted(findings.unreadable.items())]
+        urows: list[list[object]] = [
+            [escape(rel), escape(why)] for rel, why in sorted(findings.unreadable.items())
+        ]
         console.print(simple_table("Unreadable files", ["file", "reason"], urows[:top]))
         if len(urows) > top:
             console.print(f"... and {len(urows) - top} more (see --report)")
     if findings.groups and top > 0:
-        grows: list[list[object]] = []
-        for n, g in enumerate(findings.groups[:top], 1):
-            more = f", ... (+{len(g.files) - 3})" if len(g.files) > 3 else ""
-            shown = ", ".join(g.files[:3]) + more
-            grows.append([
-                n, g.kind + (" CONFLICT" if g.conflict else ""), len(g.files),
-                "/".join(g.labels), g.keep or "-", shown,
-            ])
-        console.print(
-            simple_table(
-                f"Largest groups (top {min(top, len(findings.groups))} of {len(findings.groups)})",
-                ["#", "kind", "files", "labels", "keep", "members"], grows,
-            )
+        shown = min(top, len(findings.groups))
+        table = Table(
+            title=f"Largest groups (top {shown} of {len(findings.groups)}; * = kept)",
+            title_justify="left",
         )
+        table.add_column("#", justify="right")
+        table.add_column("kind")
+        table.add_column("files", justify="right")
+        table.add_column("members", overflow="fold")
+        for n, g in enumerate(findings.groups[:top], 1):
+            lines = [
+                f"{'*' if f == g.keep else ' '} {f}"
+                + (f" [{lab}]" if findings.kind == "csv" or g.conflict else "")
+                for f, lab in zip(g.files, g.file_labels, strict=True)
+            ][:4]
+            if len(g.files) > 4:
+                lines.append(f"  ... +{len(g.files) - 4} more")
+            kind = g.kind + (" conflict" if g.conflict else "")
+            if g.transforms and g.transforms != ["identity"]:
+                kind += "\n(" + ", ".join(g.transforms) + ")"
+            table.add_row(str(n), kind, str(len(g.files)), escape("\n".join(lines)))
+        console.print(table)
 
 
 def write_report(findings: Findings, path: Path) -> None:
