@@ -631,6 +631,7 @@ class MoveSummary:
     moved: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     manifest: Path | None = None
 
 
@@ -740,12 +741,16 @@ def undo_quarantine(manifest: Path) -> MoveSummary:
                 bar.advance()
                 src, dest, sha = Path(e["source"]), Path(e["destination"]), e["sha256"]
                 try:
-                    if not dest.exists():
+                    if src.is_file() and file_sha256(src) == sha:
                         # planned but never moved, or already restored
-                        if src.is_file() and file_sha256(src) == sha:
-                            summary.skipped += 1
-                        else:
-                            summary.failed.append(f"{dest}: missing from quarantine")
+                        summary.skipped += 1
+                        if dest.exists():
+                            summary.notes.append(
+                                f"{src} is in place; a copy remains at {dest} (not deleted)"
+                            )
+                        continue
+                    if not dest.exists():
+                        summary.failed.append(f"{dest}: missing from quarantine")
                         continue
                     if file_sha256(dest) != sha:
                         summary.failed.append(
@@ -753,16 +758,10 @@ def undo_quarantine(manifest: Path) -> MoveSummary:
                         )
                         continue
                     if src.exists():
-                        if src.is_file() and file_sha256(src) == sha:
-                            summary.failed.append(
-                                f"{src} already exists with the same content; "
-                                f"the quarantined copy {dest} was left in place"
-                            )
-                        else:
-                            summary.failed.append(
-                                f"{src} exists and differs from the quarantined file; "
-                                f"not overwritten ({dest} left in quarantine)"
-                            )
+                        summary.failed.append(
+                            f"{src} exists and differs from the quarantined file; "
+                            f"not overwritten ({dest} left in quarantine)"
+                        )
                         continue
                     src.parent.mkdir(parents=True, exist_ok=True)
                     shutil.move(str(dest), str(src))
@@ -797,6 +796,8 @@ def run_dedupe_cli(
         console.print(
             f"restored {s.moved} file(s); {s.skipped} already in place; {len(s.failed)} problem(s)"
         )
+        for note in s.notes:
+            warn(note)
         _fail_if(s.failed, "could not be restored")
         return
     if data is None:
