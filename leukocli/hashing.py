@@ -64,7 +64,7 @@ def fingerprint(path: Path) -> Fingerprint | str:
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
-            im.draft("RGB", (THUMB * 2, THUMB * 2))
+            im.draft("RGB", (THUMB, THUMB))
             im.load()
             if im.width < 1 or im.height < 1:
                 return "image has no pixels"
