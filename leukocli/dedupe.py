@@ -45,7 +45,9 @@ from .console import console, info, progress_bar, simple_table, warn
 from .dataset import Dataset, Record, scan
 from .errors import EXIT_PARTIAL, LeukoError
 from .hashing import (
+    HASH_SIDE,
     N_TRANSFORMS,
+    THUMB,
     TRANSFORM_NAMES,
     Fingerprint,
     coarse_features,
@@ -60,6 +62,7 @@ from .hashing import (
 )
 
 MAX_THRESHOLD = 32
+MAX_ROWS = 1 << 19  # bucket hits expanded at once while matching hashes (bounds memory)
 COARSE_MIN = 0.90  # 16x16 high-pass correlation a candidate needs before the fine check
 VERIFY_MIN = 0.97  # 48x48 high-pass colour correlation that confirms a near copy
 ASPECT_TOLERANCE = 0.05  # |log(aspect ratio)| difference allowed between copies
@@ -167,15 +170,16 @@ def find_duplicates(
     start = time.perf_counter()
     ds = data if isinstance(data, Dataset) else scan(data, check="none")
     unreadable = {p.rel: p.reason for p in ds.problems}
-    prints = _fingerprint_all([r.path for r in ds.records])
+    prints, thumbs, gray = _fingerprint_all([r.path for r in ds.records])
     records: list[Record] = []
-    fps: list[Fingerprint] = []
+    metas: list[_Meta] = []
     for rec, fp in zip(ds.records, prints, strict=True):
         if isinstance(fp, str):
             unreadable[rec.rel] = fp
         else:
             records.append(rec)
-            fps.append(fp)
+            metas.append(fp)
+    del prints
     scanned = len(ds.records) + len(ds.problems)
     params = {
         "threshold": threshold,
@@ -183,30 +187,31 @@ def find_duplicates(
         "coarse_min": COARSE_MIN,
         "verify_min": VERIFY_MIN,
     }
-    if not fps:
+    if not metas:
         return Findings(ds.root, ds.source, ds.kind, scanned, unreadable, [], [], 0, 0, params,
                         time.perf_counter() - start)
 
-    n = len(fps)
+    n = len(metas)
     uf = _UnionFind(n)
     best_sim = np.ones(n, dtype=np.float32)  # lowest confirming correlation touching each file
 
     # exact byte copies need no pixels at all
+    shas = [m.sha256 for m in metas]
     first_by_sha: dict[str, int] = {}
-    for i, fp in enumerate(fps):
-        j = first_by_sha.setdefault(fp.sha256, i)
+    for i, sha in enumerate(shas):
+        j = first_by_sha.setdefault(sha, i)
         if j != i:
             uf.union(i, j)
 
-    hashes = phash_variants(np.stack([fp.gray for fp in fps]), transforms)
-    aspect = np.log(np.array([fp.height / fp.width for fp in fps], dtype=np.float64))
-    thumbs = np.stack([fp.thumb for fp in fps])
-    shas = [fp.sha256 for fp in fps]
-    sizes = [fp.width * fp.height for fp in fps]
-    del fps, prints  # the stacked thumbnails are all that is needed from here on
+    hashes = np.concatenate(
+        [phash_variants(gray[a : a + 4096], transforms) for a in range(0, n, 4096)]
+    )
+    del gray
+    aspect = np.log(np.array([m.height / m.width for m in metas], dtype=np.float64))
+    sizes = [m.width * m.height for m in metas]
     # Hash candidates come in blocks and only those that pass the coarse pixel check are
     # kept, so memory stays bounded even when many smears hash alike.
-    coarse = coarse_features(thumbs)
+    coarse = np.concatenate([coarse_features(thumbs[a : a + 1024]) for a in range(0, n, 1024)])
     n_cand = 0
     kept: list[np.ndarray] = []
     steps = count_steps(hashes, threshold, aspect)
@@ -274,15 +279,45 @@ def _workers() -> int:
     return min(8, max(4, os.cpu_count() or 4))
 
 
-def _fingerprint_all(paths: Sequence[Path]) -> list[Fingerprint | str]:
-    out: list[Fingerprint | str] = []
-    if not paths:
-        return out
-    with progress_bar("hashing images", len(paths)) as bar, ThreadPoolExecutor(_workers()) as pool:
-        for fp in pool.map(fingerprint, paths, chunksize=16):
-            out.append(fp)
-            bar.advance()
-    return out
+@dataclass(frozen=True)
+class _Meta:
+    sha256: str
+    width: int
+    height: int
+
+
+def _fingerprint_all(
+    paths: Sequence[Path],
+) -> tuple[list[_Meta | str], np.ndarray, np.ndarray]:
+    """Fingerprint every path in parallel; thumbnails go straight into preallocated arrays
+    (rows of readable images, in order) so peak memory stays ~8 kB per image."""
+    out: list[_Meta | str] = []
+    thumbs = np.empty((len(paths), THUMB, THUMB, 3), dtype=np.uint8)
+    gray = np.empty((len(paths), HASH_SIDE, HASH_SIDE), dtype=np.uint8)
+    row = 0
+    if paths:
+        with progress_bar("hashing images", len(paths)) as bar, \
+                ThreadPoolExecutor(_workers()) as pool:
+            for fp in _bounded_map(pool, fingerprint, paths):
+                if isinstance(fp, Fingerprint):
+                    thumbs[row] = fp.thumb
+                    gray[row] = fp.gray
+                    row += 1
+                    out.append(_Meta(fp.sha256, fp.width, fp.height))
+                else:
+                    out.append(fp)
+                bar.advance()
+    return out, thumbs[:row], gray[:row]
+
+
+def _bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[Path], Fingerprint | str], items: Sequence[Path],
+    window: int = 256,
+) -> Iterator[Fingerprint | str]:
+    """pool.map in windows: Executor.map submits everything at once, and finished results
+    would pile up (thumbnails and all) whenever the consumer falls behind."""
+    for a in range(0, len(items), window):
+        yield from pool.map(fn, items[a : a + window])
 
 
 def _pixel_digests(paths: Sequence[Path]) -> list[str | None]:
@@ -416,23 +451,52 @@ def iter_candidates(
                 if len(nz) == 0:
                     continue
                 row = a + nz // n_masks
-                total = int(c.sum())
-                i = np.repeat(row, c)
-                offs = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
-                j = order[np.repeat(st, c) + offs]
-                x = hashes[i, k] ^ base[j]
-                d = popcount(x)
-                near = (d <= threshold) & (i != j)
-                for earlier in seg_masks[:si]:  # found already by an earlier segment
-                    near &= popcount(x & earlier) > radius
-                i, j, d = i[near], j[near], d[near]
-                if len(i) == 0:
-                    continue
-                kk = np.full(len(i), k, dtype=np.int64)
-                swap = i > j  # store as i < j with the inverse transform
-                i, j = np.where(swap, j, i), np.where(swap, i, j)
-                kk[swap] = _INVERSE[k]
-                yield np.stack([i, j, kk, d], axis=1).astype(np.int64)
+                # expand bucket hits in pieces of about MAX_ROWS, so a crowded bucket
+                # (many smears hash alike) never needs more than a bounded temporary
+                ends = np.cumsum(c)
+                cuts = np.searchsorted(ends, np.arange(MAX_ROWS, int(ends[-1]), MAX_ROWS))
+                for lo, hi in zip(
+                    np.concatenate([[0], cuts + 1]), np.concatenate([cuts + 1, [len(c)]]),
+                    strict=True,
+                ):
+                    if hi <= lo:
+                        continue
+                    yield from _expand(
+                        hashes, base, order, row[lo:hi], c[lo:hi], st[lo:hi], k, threshold,
+                        radius, seg_masks[:si],
+                    )
+
+
+def _expand(
+    hashes: np.ndarray,
+    base: np.ndarray,
+    order: np.ndarray,
+    row: np.ndarray,
+    c: np.ndarray,
+    st: np.ndarray,
+    k: int,
+    threshold: int,
+    radius: int,
+    earlier_masks: list[np.uint64],
+) -> Iterator[np.ndarray]:
+    """Candidate rows of one piece of bucket hits: query `row` met c entries from st on."""
+    total = int(c.sum())
+    i = np.repeat(row, c)
+    offs = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
+    j = order[np.repeat(st, c) + offs]
+    x = hashes[i, k] ^ base[j]
+    d = popcount(x)
+    near = (d <= threshold) & (i != j)
+    for earlier in earlier_masks:  # found already by an earlier segment
+        near &= popcount(x & earlier) > radius
+    i, j, d = i[near], j[near], d[near]
+    if len(i) == 0:
+        return
+    kk = np.full(len(i), k, dtype=np.int64)
+    swap = i > j  # store as i < j with the inverse transform
+    i, j = np.where(swap, j, i), np.where(swap, i, j)
+    kk[swap] = _INVERSE[k]
+    yield np.stack([i, j, kk, d], axis=1).astype(np.int64)
 
 
 def count_steps(hashes: np.ndarray, threshold: int, log_aspect: np.ndarray | None = None,
