@@ -115,7 +115,6 @@ class Findings:
     candidates: int  # hash candidate pairs that went to pixel verification
     params: dict[str, Any]
     seconds: float = 0.0
-    paths: dict[str, Path] = field(default_factory=dict, repr=False)
 
     @property
     def to_quarantine(self) -> list[str]:
@@ -262,13 +261,11 @@ def find_duplicates(
         )
     groups.sort(key=lambda g: (-len(g.files), g.files[0]))
 
-    findings = Findings(
+    return Findings(
         ds.root, ds.source, ds.kind, scanned, unreadable, groups,
         name_collisions(records), len(_unique_pairs(pairs)), n_cand, params,
         time.perf_counter() - start,
     )
-    findings.paths = {r.rel: r.path for r in records}
-    return findings
 
 
 def _unique_pairs(rows: np.ndarray) -> set[tuple[int, int]]:
@@ -721,7 +718,16 @@ def apply_quarantine(findings: Findings, quarantine: Path | None = None) -> Move
     qdir = check_quarantine(findings.source, quarantine)
     root = findings.root.resolve()
     summary = MoveSummary()
-    todo = findings.to_quarantine
+    todo: list[str] = []
+    for g in findings.groups:
+        if g.keep is not None and not (root / g.keep).is_file():
+            # the copy meant to stay has gone since the scan: moving the rest would
+            # take the picture out of the dataset altogether
+            summary.notes.append(f"{g.keep} is gone since the scan; its group was left alone")
+            summary.skipped += len(g.to_move)
+            continue
+        todo.extend(g.to_move)
+    todo.sort()
     if not todo:
         return summary
     try:
@@ -884,6 +890,8 @@ def run_dedupe_cli(
             console.print("dry run: nothing moved; --apply moves these into quarantine")
         return
     s = apply_quarantine(findings, quarantine)
+    for note in s.notes:
+        warn(note)
     if s.manifest is None:
         console.print("nothing to quarantine")
     else:
