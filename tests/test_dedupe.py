@@ -262,6 +262,8 @@ def test_refusals_are_one_line_errors(planted: tuple[Path, dict], tmp_path: Path
     csv.write_text("path,label\n" + "".join(
         f"{root / rel},{rel.split('/')[0]}\n" for rel in sorted(before) if "_" in rel
     ))
+    found = find_duplicates(csv)  # a CSV manifest is scanned too; paths relative to its folder
+    assert found.groups and all(f.startswith("data/") for g in found.groups for f in g.files)
     with pytest.raises(LeukoError, match="--apply moves files"):
-        apply_quarantine(find_duplicates(csv))
+        apply_quarantine(found)
     assert _tree(root) == before
