@@ -107,8 +107,6 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> str | None:
         )
     if not path.is_file() or not path.name.lower().endswith((".h5", ".hdf5")):
         raise LeukoError(f"--weights {text}: expected a Keras weights file (.h5 or .weights.h5)")
-    if spec.builder is None:
-        raise LeukoError("--weights PATH is for keras.applications backbones, not compact")
     return str(path.resolve())
 
 
@@ -166,7 +164,10 @@ def build_backbone(
     check_input_size(spec, img_size)
     shape = (img_size[0], img_size[1], 3)
     if spec.builder is None:
-        return _compact_backbone(img_size)
+        base = _compact_backbone(img_size)
+        if weights is not None and weights != "imagenet":
+            load_backbone_weights(base, Path(weights), label=spec.name)
+        return base
     if weights == "imagenet":
         try:
             base = spec.builder(include_top=False, weights="imagenet", input_shape=shape)
@@ -199,13 +200,13 @@ def load_backbone_weights(backbone: keras.Model, path: Path, label: str | None =
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise LeukoError(
             f"--weights {path}: cannot load into the {label} backbone ({first}); expected weights "
-            f"saved from the same keras.applications backbone without its top"
+            f"saved from a {label} backbone (keras.applications, without its top)"
         ) from None
     after = backbone.get_weights()
     if before and all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
         raise LeukoError(
             f"--weights {path}: no weights in it matched the {label} backbone; expected weights "
-            f"saved from the same keras.applications backbone without its top"
+            f"saved from a {label} backbone (keras.applications, without its top)"
         )
 
 

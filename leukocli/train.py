@@ -621,12 +621,13 @@ def _fit(
                 )
             if phase == 2 and head_epochs and phase1_end.exists():
                 model.load_weights(str(phase1_end))
+            # state first, then the summary line: once a user sees "epoch N", epoch N is saved
             callbacks: list[keras.callbacks.Callback] = [
-                progress,
                 RunRecorder(run, phase),
                 keras.callbacks.BackupAndRestore(
                     str(ckpt_root / f"phase{phase}"), double_checkpoint=True
                 ),
+                progress,
             ]
             if phase != 1:
                 callbacks += [
@@ -726,6 +727,7 @@ def run_train_cli(
             f"state saved in {result.run_dir / CHECKPOINT_DIR}. Resume with:\n"
             f"  leuko train --resume --out {result.run_dir}",
             highlight=False,
+            soft_wrap=True,
         )
         raise SystemExit(EXIT_INTERRUPTED)
     hist = result.run_dir / HISTORY_FILE

@@ -1,0 +1,273 @@
+"""`leuko train`: run directories a user can trust, resume, and errors before any model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from leukocli.bundle import load_bundle
+from leukocli.errors import LeukoError
+from leukocli.model import build_model, get_backbone
+from leukocli.synth import make_dataset
+from leukocli.train import (
+    TrainOptions,
+    cpu_has_fast_bf16,
+    pick_precision,
+    run_train_cli,
+    train,
+)
+
+CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LEUKO_QUIET": "1"}
+
+
+def _manifests(root: Path, out: Path, val_per_class: int) -> tuple[Path, Path]:
+    """Write train.csv / val.csv: the first `val_per_class` files of each class go to val."""
+    rows: dict[str, list[list[str]]] = {"train": [], "val": []}
+    for cls in CLASSES:
+        files = sorted((root / cls).glob("*.jpeg"))
+        for i, f in enumerate(files):
+            rows["val" if i < val_per_class else "train"].append([str(f), cls])
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rs in rows.items():
+        with (out / f"{name}.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "label"])
+            writer.writerows(rs)
+    return out / "train.csv", out / "val.csv"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """16 synthetic smears at 75x75 (12 train, 4 val)."""
+    base = tmp_path_factory.mktemp("train_small")
+    make_dataset(base / "data", per_class=4, size=(75, 75), seed=3, plant=False)
+    return _manifests(base / "data", base / "splits", val_per_class=1)
+
+
+def _opts(split: tuple[Path, Path], **kw: object) -> TrainOptions:
+    base: dict[str, object] = dict(
+        train_csv=str(split[0]), val_csv=str(split[1]), img_size=(75, 75), batch=4, epochs=1,
+        backbone="compact", weights="none", precision="float32", strategy="default",
+    )
+    base.update(kw)
+    return TrainOptions(**base)  # type: ignore[arg-type]
+
+
+def _check_run_dir(run_dir: Path, epochs: int, backbone: str) -> dict:
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"model.keras", "leuko.json", "history.csv", "curves.png"} <= names
+    assert "checkpoints" not in names  # a finished run leaves no resume state behind
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads((run_dir / "leuko.json").read_text())
+    assert meta["classes"] == CLASSES and meta["img_size"] == [75, 75]
+    assert meta["backbone"] == backbone and meta["status"] == "finished"
+    assert meta["epochs_planned"] == epochs and meta["epochs_done"] == epochs
+    for key in ("tensorflow_version", "leuko_version", "seed", "precision", "strategy",
+                "preprocessing", "wall_time_s", "augment", "weights"):
+        assert key in meta, key
+    assert meta["manifests"]["train"]["rows"] == 12 and meta["manifests"]["val"]["rows"] == 4
+    assert meta["manifests"]["train"]["fingerprint"].startswith("sha256:")
+    assert meta["best"]["epoch"] >= 1 and "val_accuracy" in meta["best"]
+    hist = pd.read_csv(run_dir / "history.csv")
+    assert hist["epoch"].tolist() == list(range(epochs))
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(hist.columns)
+    latest = run_dir.parent / "latest"
+    assert latest.resolve() == run_dir.resolve()
+    if backbone != "compact":
+        return meta  # loading a 230 MB model again adds nothing but time
+    # evaluate/predict load it with nothing but the run directory
+    bundle = load_bundle(latest)
+    x = np.full((2, 75, 75, 3), 128.0, dtype="float32")
+    probs = np.asarray(bundle.model(x, training=False))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    return meta
+
+
+def test_compact_end_to_end(small: tuple[Path, Path], tmp_path: Path) -> None:
+    result = train(_opts(small, epochs=2), out=tmp_path / "runs" / "c")
+    assert not result.interrupted and result.epochs_done == 2
+    meta = _check_run_dir(tmp_path / "runs" / "c", 2, "compact")
+    assert meta["weights"] is None
+    assert "Rescaling(1/255)" in meta["preprocessing"]
+
+
+def test_inceptionresnetv2_end_to_end(small: tuple[Path, Path], tmp_path: Path) -> None:
+    result = train(_opts(small, backbone="inceptionresnetv2"), out=tmp_path / "runs" / "irv2")
+    assert result.epochs_done == 1
+    meta = _check_run_dir(tmp_path / "runs" / "irv2", 1, "inceptionresnetv2")
+    assert "[-1, 1]" in meta["preprocessing"]
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    """What Ctrl-C does, deterministically: KeyboardInterrupt right after epoch 1."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_interrupt_then_resume_reaches_planned_epochs(
+    small: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "runs" / "r"
+    first = train(_opts(small, epochs=3), out=run_dir, extra_callbacks=[_StopAfterFirstEpoch()])
+    assert first.interrupted and first.epochs_done == 1
+    meta = json.loads((run_dir / "leuko.json").read_text())
+    assert meta["status"] == "interrupted"
+    assert (run_dir / "checkpoints").is_dir() and (run_dir / "model.keras").exists()
+    # resume from another directory, through runs/latest, with the saved options
+    monkeypatch.chdir(tmp_path)
+    second = train(TrainOptions(epochs=99), out=None, resume=True)
+    assert not second.interrupted and second.epochs_done == 3 and second.epochs_planned == 3
+    _check_run_dir(run_dir, 3, "compact")
+
+
+def test_transfer_schedule_with_weights_path(small: tuple[Path, Path], tmp_path: Path) -> None:
+    """Pretrained weights from a file: head first (backbone frozen), then fine-tune at lr/10.
+
+    (The same schedule and loading code serve keras.applications backbones; compact keeps
+    this fast. test_model covers loading an InceptionResNetV2 weights file.)"""
+    source = get_backbone(build_model("compact", (75, 75), 4))
+    source.set_weights([w + 0.5 for w in source.get_weights()])
+    wpath = tmp_path / "compact_backbone.weights.h5"
+    source.save_weights(wpath)
+    seen: list[tuple[int, bool]] = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            seen.append((epoch, self.model.get_layer("backbone").trainable))
+
+    result = train(
+        _opts(small, weights=str(wpath), epochs=2, lr=1e-3),
+        out=tmp_path / "runs" / "t", extra_callbacks=[Spy()],
+    )
+    assert result.epochs_done == 2
+    assert seen == [(0, False), (1, True)]
+    hist = pd.read_csv(tmp_path / "runs" / "t" / "history.csv")
+    assert hist["phase"].tolist() == [1, 2]
+    assert hist["learning_rate"].tolist() == pytest.approx([1e-3, 1e-4], rel=1e-3)
+    meta = json.loads((tmp_path / "runs" / "t" / "leuko.json").read_text())
+    assert meta["weights"] == f"file:{wpath.resolve()}"
+
+
+def test_compact_learns_synthetic_data(tmp_path: Path) -> None:
+    """Well above chance (0.25 for 4 classes) on held-out smears, in well under a minute."""
+    make_dataset(tmp_path / "data", per_class=30, size=(64, 64), seed=11, plant=False)
+    split = _manifests(tmp_path / "data", tmp_path / "splits", val_per_class=8)
+    t0 = time.perf_counter()
+    result = train(
+        _opts(split, img_size=(64, 64), batch=16, epochs=10, patience=10, seed=1),
+        out=tmp_path / "runs" / "learn",
+    )
+    elapsed = time.perf_counter() - t0
+    assert result.best["val_accuracy"] > 0.6, result
+    assert elapsed < 60
+
+
+def test_mirrored_over_two_logical_cpus(small: tuple[Path, Path], tmp_path: Path) -> None:
+    script = f"""
+import json, sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+from pathlib import Path
+from leukocli.train import TrainOptions, train
+r = train(TrainOptions(train_csv={str(small[0])!r}, val_csv={str(small[1])!r}, img_size=(75, 75),
+          batch=4, epochs=1, backbone="compact", weights="none", precision="float32",
+          strategy="mirrored"), out=Path({str(tmp_path / "runs" / "m")!r}))
+print(json.dumps({{"done": r.epochs_done}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"done": 1}
+    meta = json.loads((tmp_path / "runs" / "m" / "leuko.json").read_text())
+    assert meta["strategy"].startswith("mirrored over 2 device(s)")
+
+
+def test_library_errors_before_building(small: tuple[Path, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("path,label\n")
+    three = tmp_path / "three.csv"
+    rows = pd.read_csv(small[1])
+    rows[rows["label"] != "MONOCYTE"].to_csv(three, index=False)
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"train_csv": str(tmp_path / "nope.csv")}, r"not found: run `leuko split"),
+        ({"val_csv": str(empty)}, r"val split: .*has no rows"),
+        ({"val_csv": str(three)}, r"different classes \(only in train: MONOCYTE\)"),
+        ({"backbone": "inceptionresnetv2", "img_size": (60, 60)}, r"minimum input is 75x75"),
+        ({"backbone": "vgg99"}, r"unknown backbone"),
+        ({"precision": "half"}, r"unknown --precision 'half'"),
+        ({"strategy": "tpu"}, r"unknown --strategy 'tpu'"),
+        ({"class_weights": "balanced"}, r"unknown --class-weights"),
+    ]
+    for overrides, pattern in cases:
+        with pytest.raises(LeukoError, match=pattern):
+            train(_opts(small, **overrides), out=tmp_path / "runs" / "never")
+        assert not (tmp_path / "runs" / "never").exists()
+    with pytest.raises(LeukoError, match="HEIGHTxWIDTH"):
+        run_train_cli(
+            train_csv=small[0], val_csv=small[1], img="240x", batch=4, epochs=1, lr=1e-3,
+            backbone="compact", weights="auto", unfreeze=0, augment=True, class_weights="auto",
+            patience=5, precision="auto", strategy="auto", seed=0, out=tmp_path / "x",
+            resume=False,
+        )
+
+
+def test_cli_errors_are_one_line(small: tuple[Path, Path], tmp_path: Path) -> None:
+    for args, needle in ((["--img", "60x60", "--weights", "none"], "minimum input is 75x75"),):
+        proc = subprocess.run(
+            [sys.executable, "-m", "leukocli.cli", "train", "--train", str(small[0]),
+             "--val", str(small[1]), *args],
+            capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert lines[-1].startswith("error: ") and needle in lines[-1], proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "leukocli.cli", "train"], capture_output=True,
+                          text=True, env=ENV, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "run `leuko split" in proc.stderr
+
+
+def test_ctrl_c_saves_state_and_says_how_to_resume(
+    small: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "runs" / "sig"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leukocli.cli", "train", "--train", str(small[0]), "--val",
+         str(small[1]), "--img", "75x75", "--batch", "2", "--epochs", "50", "--backbone",
+         "compact", "--precision", "float32", "--out", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**ENV, "LEUKO_QUIET": ""},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait for the first epoch's summary line
+        if line.startswith("epoch 1/50"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"leuko train --resume --out {run_dir}" in err
+    meta = json.loads((run_dir / "leuko.json").read_text())
+    assert meta["status"] == "interrupted" and meta["epochs_done"] >= 1
+    assert (run_dir / "checkpoints").is_dir()
+
+
+def test_precision_auto() -> None:
+    assert cpu_has_fast_bf16("flags\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert not cpu_has_fast_bf16("flags\t: fpu sse4_2 avx2\n")
+    assert pick_precision("float32") == "float32"
+    assert pick_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
