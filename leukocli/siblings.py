@@ -40,6 +40,7 @@ CACHE_VERSION = "siblings-v1"
 N_FEATURES = 400
 VOCAB_SAMPLE = 16_000
 CANDIDATES = 10
+SMALL_CLASS = 64  # classes up to this size are verified all-pairs
 RATIO = 0.8
 MIN_INLIERS = 20
 RANSAC_PX = 5.0
@@ -199,10 +200,13 @@ _FINE = 32
 
 def _kmeans_bits(desc: np.ndarray, k: int) -> np.ndarray:
     from sklearn.cluster import MiniBatchKMeans
+    from threadpoolctl import threadpool_limits
 
     bits = np.unpackbits(desc, axis=1).astype(np.float32)
     km = MiniBatchKMeans(k, random_state=0, n_init=1, batch_size=1024, max_iter=10)
-    km.fit(bits)
+    # OpenMP spin-waiting on a busy machine makes many small fits crawl; one thread is plenty
+    with threadpool_limits(1):
+        km.fit(bits)
     return np.packbits(km.cluster_centers_ > 0.5, axis=1)
 
 
@@ -453,17 +457,21 @@ def discover_groups(paths: Sequence[Path], labels: Sequence[str]) -> list[str]:
                 by_hash[h] = i
             bar.advance()
 
-    info("building visual vocabulary")
-    coarse, fine = _vocabulary(feats)
-    h_all, hm_all = _all_histograms(feats, coarse, fine)
     classes = sorted(set(labels))
     members = {c: [i for i in range(n) if labels[i] == c] for c in classes}
     shortlists: dict[str, list[list[int]]] = {}
-    with progress_bar("shortlisting", n) as bar:
+    if max(len(m) for m in members.values()) <= SMALL_CLASS:
+        # small data: verifying every pair is cheaper than building a vocabulary
+        for c in classes:
+            m = len(members[c])
+            shortlists[c] = [[j for j in range(m) if j != i] for i in range(m)]
+    else:
+        info("building visual vocabulary")
+        coarse, fine = _vocabulary(feats)
+        h_all, hm_all = _all_histograms(feats, coarse, fine)
         for c in classes:
             sel = np.array(members[c])
             shortlists[c] = _shortlist(h_all[sel], hm_all[sel], CANDIDATES)
-            bar.advance(len(members[c]))
 
     with progress_bar("verifying siblings", n) as bar:
         jobs = [(c, [feats[i] for i in members[c]], shortlists[c]) for c in classes]
