@@ -48,7 +48,8 @@ def resolve_groups(ds: Dataset, group_by: str, seed: int = 0) -> list[str]:
             return [r.group if r.group is not None else f"file:{r.rel}" for r in records]
         from .siblings import discover_groups
 
-        return discover_groups([r.path for r in records], [r.label for r in records])
+        groups = discover_groups([r.path for r in records], [r.label for r in records])
+        return _join_duplicates(ds, groups)
     if kind == "column":
         if not arg:
             raise LeukoError("--group-by column:NAME needs a column name, e.g. column:patient")
@@ -60,6 +61,34 @@ def resolve_groups(ds: Dataset, group_by: str, seed: int = 0) -> list[str]:
     raise LeukoError(
         f"--group-by must be auto, none, column:NAME or pattern:REGEX (got {group_by!r})"
     )
+
+
+def _join_duplicates(ds: Dataset, groups: list[str]) -> list[str]:
+    """Merge groups that dedupe finds exact or near copies across (e.g. one file in two classes).
+
+    Sibling discovery only compares images within a class; a copy filed under another
+    class, or resized/recoloured, must still land in the same split as its original.
+    """
+    try:
+        from .dedupe import find_duplicates
+    except ImportError:  # dedupe is optional for splitting
+        return groups
+    findings = find_duplicates(ds)
+    index = {r.rel: i for i, r in enumerate(ds.records)}
+    parent: dict[str, str] = {}
+
+    def find(g: str) -> str:
+        while parent.get(g, g) != g:
+            g = parent[g]
+        return g
+
+    for dup in findings.groups:
+        ids = sorted({find(groups[index[f]]) for f in dup.files if f in index})
+        for g in ids[1:]:
+            parent[g] = ids[0]
+    if not parent:
+        return groups
+    return [find(g) for g in groups]
 
 
 def _column_groups(ds: Dataset, name: str) -> list[str]:

@@ -50,6 +50,13 @@ def test_auto_rediscovers_planted_siblings(sib_data: Path) -> None:
     frame = pd.DataFrame({"g": groups, "s": src})
     frame = frame[~frame.s.str.startswith("extra:")]
     assert (frame.groupby("s").g.nunique() == 1).all()
+    # planted copies (near copies, and a copy filed under another class) join their original
+    planted = json.loads((sib_data / "planted.json").read_text())
+    gid = {r.rel: g for r, g in zip(ds.records, groups, strict=True)}
+    for near in planted["near"]:
+        assert gid[near["original"]] == gid[near["copy"]], near
+    for pair in planted["conflict"] + planted["exact"]:
+        assert len({gid[f] for f in pair}) == 1, pair
     # a second call is served from the cache and agrees
     assert resolve_groups(ds, "auto") == groups
 
