@@ -267,8 +267,8 @@ def run_evaluate_cli(
     group_by: str | None = None,
     mapping: Sequence[str] = (),
     ignore_unknown: bool = False,
-) -> dict[str, Any]:
-    """The `leuko evaluate` command; returns the metrics it wrote."""
+) -> None:
+    """The `leuko evaluate` command: metrics.json, predictions.csv, confusion.png, tables."""
     if batch < 1:
         raise LeukoError(f"--batch must be at least 1 (got {batch})")
     data_path = Path(data) if data is not None else default_data()
@@ -309,4 +309,3 @@ def run_evaluate_cli(
         f"{out_dir / 'confusion.png'}"
         + (f" and {json_path}" if json_path is not None else "")
     )
-    return metrics
