@@ -272,6 +272,8 @@ def run_evaluate_cli(
     if batch < 1:
         raise LeukoError(f"--batch must be at least 1 (got {batch})")
     data_path = Path(data) if data is not None else default_data()
+    if data is None:
+        info(f"evaluating on {data_path}")
     if not data_path.exists():
         raise LeukoError(f"{data_path}: no such file or directory")
     model_path = resolve_run_dir(model)  # fail fast when there is no model at all
