@@ -106,7 +106,7 @@ def _column_groups(ds: Dataset, name: str) -> list[str]:
             if ds.kind == "folder"
             else f"columns: {', '.join(available) or 'none'}"
         )
-        raise LeukoError(f"--group-by column:{name}: no such manifest column ({where})")
+        raise LeukoError(f"no manifest column {name!r} to group by ({where})")
     out = []
     for r in records:
         value = r.extra.get(name, "").strip()
