@@ -23,8 +23,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 _quiet = bool(os.environ.get("LEUKO_QUIET"))
 
