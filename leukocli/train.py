@@ -620,7 +620,9 @@ def _fit(
                     metrics=["accuracy"],
                 )
             if phase == 2 and head_epochs and phase1_end.exists():
-                model.load_weights(str(phase1_end))
+                with warnings.catch_warnings():  # phase 1's optimizer state is not wanted
+                    warnings.simplefilter("ignore")
+                    model.load_weights(str(phase1_end))
             # state first, then the summary line: once a user sees "epoch N", epoch N is saved
             callbacks: list[keras.callbacks.Callback] = [
                 RunRecorder(run, phase),
