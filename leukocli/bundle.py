@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import LeukoError
 
 if TYPE_CHECKING:  # keras (and TensorFlow) load only when a model is really needed
-    import keras
+    from ._tf import keras
 
 MODEL_FILE = "model.keras"
 META_FILE = "leuko.json"
@@ -50,7 +50,7 @@ class Bundle:
 
 def save_bundle(run_dir: Path, model: keras.Model, meta: dict[str, Any]) -> None:
     """Write run_dir/model.keras and run_dir/leuko.json (both replaced atomically)."""
-    import keras
+    from ._tf import keras
 
     run_dir = Path(run_dir)
     if "classes" not in meta or not list(meta["classes"]):
@@ -148,7 +148,7 @@ def _load_model(model_path: Path, trusted: bool) -> keras.Model:
     # Custom layers registered by leukocli.model must be importable before deserialising.
     import importlib
 
-    import keras
+    from ._tf import keras
 
     try:
         importlib.import_module("leukocli.model")

@@ -7,7 +7,7 @@ each command imports the core module it needs inside its body.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -49,7 +49,7 @@ def _root(
 @app.command()
 def dedupe(
     data: Annotated[
-        Optional[Path], typer.Argument(help="Dataset folder (DIR/<CLASS>/*.jpg) or CSV manifest.")
+        Path | None, typer.Argument(help="Dataset folder (DIR/<CLASS>/*.jpg) or CSV manifest.")
     ] = None,
     threshold: Annotated[
         int, typer.Option(help="Hamming distance (of 64 bits) for near-duplicate candidates.")
@@ -61,16 +61,16 @@ def dedupe(
             help="Also match flipped and 90-degree-rotated copies.",
         ),
     ] = True,
-    report: Annotated[Optional[Path], typer.Option(help="Write the findings as JSON here.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the findings as JSON here.")] = None,
     apply: Annotated[
         bool, typer.Option("--apply", help="Move duplicates and conflicts into quarantine.")
     ] = False,
     quarantine: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(help="Quarantine folder for --apply (default: DIR-quarantine beside DIR)."),
     ] = None,
     undo: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(help="Put back every file listed in this quarantine manifest."),
     ] = None,
     top: Annotated[int, typer.Option(help="How many of the largest groups to show.")] = 10,
@@ -108,7 +108,7 @@ def split(
         ),
     ] = "auto",
     exclude: Annotated[
-        Optional[Path], typer.Option(help="A dedupe --report JSON: drop what it would quarantine.")
+        Path | None, typer.Option(help="A dedupe --report JSON: drop what it would quarantine.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing OUT.")] = False,
 ) -> None:
@@ -159,7 +159,7 @@ def train(
     strategy: Annotated[str, typer.Option(help="auto, default or mirrored.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     out: Annotated[
-        Optional[Path], typer.Option(help="Run directory (default runs/<timestamp>-<backbone>).")
+        Path | None, typer.Option(help="Run directory (default runs/<timestamp>-<backbone>).")
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the interrupted run in --out (or latest).")
@@ -180,25 +180,25 @@ def train(
 @app.command()
 def evaluate(
     data: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Argument(help="CSV manifest or class folder (default splits/test.csv or val.csv)."),
     ] = None,
     model: Annotated[
         Path, typer.Option(help="Run directory or .keras file.")
     ] = Path("runs/latest"),
     json_path: Annotated[
-        Optional[Path], typer.Option("--json", help="Also write metrics JSON here.")
+        Path | None, typer.Option("--json", help="Also write metrics JSON here.")
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option(help="Folder for metrics.json etc. (default: the run).")
+        Path | None, typer.Option(help="Folder for metrics.json etc. (default: the run).")
     ] = None,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 64,
     group_by: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="auto, column:NAME or pattern:REGEX for group-level accuracy."),
     ] = None,
     map_: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--map", help="Rename a data class: OLD=NEW (repeatable)."),
     ] = None,
     ignore_unknown: Annotated[
@@ -247,7 +247,7 @@ def synth(
         bool,
         typer.Option(
             "--plant/--no-plant",
-            help="Plant duplicates, near copies, a label conflict, name collisions, a corrupt file.",
+            help="Plant duplicates, near copies, a label conflict, name collisions, a corrupt file.",  # noqa: E501
         ),
     ] = True,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing folder.")] = False,
@@ -267,7 +267,7 @@ def demo(
     folder: Annotated[Path, typer.Argument(help="Working folder for the demo.")] = Path(
         "leuko-demo"
     ),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 6,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
 ) -> None:
     """Run the whole chain on synthetic data: synth, dedupe, split, train, evaluate, predict."""
     from .demo import run_demo

@@ -201,10 +201,12 @@ def _scan_folder(root: Path, check: CheckMode) -> Dataset:
     reasons = check_images([f for f, _ in candidates], check)
     records: list[Record] = []
     problems: list[Problem] = [
-        Problem(f, f.relative_to(root).as_posix(), f"not an image file ({f.suffix or 'no extension'})")
+        Problem(
+            f, f.relative_to(root).as_posix(), f"not an image file ({f.suffix or 'no extension'})"
+        )
         for f in others
     ]
-    for (f, label), reason in zip(candidates, reasons):
+    for (f, label), reason in zip(candidates, reasons, strict=True):
         rel = f.relative_to(root).as_posix()
         if reason is None:
             records.append(Record(path=f, label=label, rel=rel))
@@ -239,7 +241,7 @@ def _scan_manifest(csv_path: Path, check: CheckMode) -> Dataset:
     reasons = check_images(paths, check)
     records: list[Record] = []
     problems: list[Problem] = []
-    for i, (q, reason) in enumerate(zip(paths, reasons)):
+    for i, (q, reason) in enumerate(zip(paths, reasons, strict=True)):
         row = frame.iloc[i]
         rel = _rel(q, root)
         label = str(row["label"]).strip()
@@ -278,7 +280,9 @@ def find_images(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]
         p = Path(text).expanduser()
         if p.is_dir():
             hits = sorted(
-                f for f in p.rglob("*") if f.is_file() and is_image_name(f.name) and not _hidden(f, p)
+                f
+                for f in p.rglob("*")
+                if f.is_file() and is_image_name(f.name) and not _hidden(f, p)
             )
             if not hits:
                 problems.append(Problem(p, text, "folder holds no images"))

@@ -40,7 +40,7 @@ def _step(title: str, command: str, fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def run_demo(folder: Path, epochs: int = 6) -> None:
+def run_demo(folder: Path, epochs: int = 10) -> None:
     """Synthesise, dedupe, split, train, evaluate and predict inside `folder`."""
     from .dedupe import run_dedupe_cli
     from .evaluate import run_evaluate_cli
@@ -97,7 +97,7 @@ def run_demo(folder: Path, epochs: int = 6) -> None:
                     img=DEMO_IMG, batch=16, epochs=epochs, lr=2e-3, backbone="compact",
                     weights="none", unfreeze=0, augment=True, class_weights="auto",
                     patience=epochs, precision="float32", strategy="default", seed=0,
-                    out=Path("runs/demo"), resume=False,
+                    out=None, resume=False,
                 ),
             ),
         ))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+from ._tf import keras, tf
 
 _TIFF_PATTERN = r"(?i).*\.tiff?$"
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
-
+from ._tf import keras
 from .errors import LeukoError
 
 BACKBONE_LAYER = "backbone"

@@ -31,8 +31,7 @@ def predict_probs(
     bundle: Bundle, paths: Sequence[Path | str], batch: int = 64, description: str = "predicting"
 ) -> np.ndarray:
     """Class probabilities (n, n_classes) for `paths`, in order, with a progress bar."""
-    import tensorflow as tf
-
+    from ._tf import tf
     from .loader import build_dataset
 
     if batch < 1:

@@ -21,10 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import keras
-import tensorflow as tf
-
 from . import __version__
+from ._tf import keras, tf
 from .bundle import META_FILE, MODEL_FILE, point_latest, resolve_run_dir, save_bundle
 from .console import err_console, info, make_progress, warn
 from .dataset import Dataset, parse_size, scan

@@ -1,0 +1,45 @@
+"""Import TensorFlow once, without its C++ start-up chatter on the user's terminal.
+
+TensorFlow 2.21 prints oneDNN, CUDA-probe and cuInit lines to file descriptor 2 before
+its logging honours TF_CPP_MIN_LOG_LEVEL, and they would sit between leuko's progress
+bars. Modules that need TensorFlow import this first; the chatter is kept, and shown
+only if the import itself fails. Set LEUKO_TF_VERBOSE=1 to see it anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _quiet_import() -> None:
+    if "tensorflow" in sys.modules or os.environ.get("LEUKO_TF_VERBOSE"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # the CUDA probe logs here
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+_quiet_import()
+
+import keras  # noqa: E402  (after the quiet import, on purpose)
+import tensorflow as tf  # noqa: E402
+
+__all__ = ["keras", "tf"]
