@@ -164,6 +164,24 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the interrupted run in --out (or latest).")
     ] = False,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="auto (cpu for compact, paper otherwise), paper (flips/rotations, Adam, "
+            "ReduceLROnPlateau) or cpu (cell crop, strong augmentation, label smoothing, "
+            "AdamW with cosine decay)."
+        ),
+    ] = "auto",
+    crop_cell: Annotated[
+        int | None,
+        typer.Option(
+            help="Crop an NxN square around the stained cell inside the model (0 = whole "
+            "image; default: the recipe's, 96 for cpu)."
+        ),
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing (default: the recipe's).")
+    ] = None,
 ) -> None:
     """Train a classifier; writes runs/<name>/ and points runs/latest at it."""
     from .train import run_train_cli
@@ -172,7 +190,8 @@ def train(
         train_csv=train_csv, val_csv=val_csv, img=img, batch=batch, epochs=epochs, lr=lr,
         backbone=backbone, weights=weights, unfreeze=unfreeze, augment=augment,
         class_weights=class_weights, patience=patience, precision=precision, strategy=strategy,
-        seed=seed, out=out, resume=resume,
+        seed=seed, out=out, resume=resume, recipe=recipe, crop_cell=crop_cell,
+        label_smoothing=label_smoothing,
     )
 
 
@@ -204,13 +223,20 @@ def evaluate(
     ignore_unknown: Annotated[
         bool, typer.Option("--ignore-unknown", help="Skip images of classes the model lacks.")
     ] = False,
+    tta: Annotated[
+        int,
+        typer.Option(
+            help="Test-time augmentation: average over N views (flips, then 12/24 degree "
+            "turns); 1 = off, at most 12."
+        ),
+    ] = 1,
 ) -> None:
     """Evaluate a trained model: accuracy with CI, per-class report, confusion matrix."""
     from .evaluate import run_evaluate_cli
 
     run_evaluate_cli(
         data=data, model=model, json_path=json_path, out=out, batch=batch, group_by=group_by,
-        mapping=map_ or [], ignore_unknown=ignore_unknown,
+        mapping=map_ or [], ignore_unknown=ignore_unknown, tta=tta,
     )
 
 
@@ -226,11 +252,14 @@ def predict(
         str, typer.Option("--format", help="table, csv or json (csv/json go clean to stdout).")
     ] = "table",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    tta: Annotated[
+        int, typer.Option(help="Test-time augmentation views to average (1 = off, max 12).")
+    ] = 1,
 ) -> None:
     """Classify images with a trained model."""
     from .predict import run_predict_cli
 
-    run_predict_cli(paths=paths, model=model, top_k=top_k, fmt=fmt, batch=batch)
+    run_predict_cli(paths=paths, model=model, top_k=top_k, fmt=fmt, batch=batch, tta=tta)
 
 
 # --------------------------------------------------------------------------- synth

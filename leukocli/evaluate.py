@@ -21,7 +21,7 @@ from .console import console, info, warn
 from .dataset import Dataset, Record, scan
 from .errors import LeukoError
 from .metrics import classification_metrics, row_percent
-from .predict import predict_probs
+from .predict import check_tta, predict_probs
 
 DEFAULT_DATA = (Path("splits/test.csv"), Path("splits/val.csv"))
 
@@ -130,6 +130,7 @@ def evaluate(
     group_by: str | None = None,
     mapping: Sequence[str] = (),
     ignore_unknown: bool = False,
+    tta: int = 1,
 ) -> Evaluation:
     """Scan `data`, check its classes against the model's, predict, compute all metrics.
 
@@ -162,7 +163,7 @@ def evaluate(
 
     index = {c: i for i, c in enumerate(classes)}
     y_true = np.array([index[lab] for lab in labels], dtype=int)
-    probs = predict_probs(bundle, [r.path for r in records], batch, "evaluating")
+    probs = predict_probs(bundle, [r.path for r in records], batch, "evaluating", tta=tta)
     metrics = classification_metrics(probs, y_true, classes, groups)
     metrics["n_unreadable"] = len(ds.problems)
     metrics["n_skipped_unknown"] = len(ds.records) - len(keep)
@@ -205,6 +206,8 @@ def render_metrics(m: dict[str, Any]) -> None:
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     summary.add_row("images", str(m["n"]))
+    if m.get("tta"):
+        summary.add_row("test-time augmentation", f"{m['tta_views']} views averaged")
     summary.add_row(
         "accuracy",
         f"[bold]{100 * m['accuracy']:.2f}%[/bold]  (95% CI {100 * lo:.1f}-{100 * hi:.1f})",
@@ -267,22 +270,25 @@ def run_evaluate_cli(
     group_by: str | None = None,
     mapping: Sequence[str] = (),
     ignore_unknown: bool = False,
+    tta: int = 1,
 ) -> None:
     """The `leuko evaluate` command: metrics.json, predictions.csv, confusion.png, tables."""
     if batch < 1:
         raise LeukoError(f"--batch must be at least 1 (got {batch})")
+    check_tta(tta)
     data_path = Path(data) if data is not None else default_data()
     if data is None:
         info(f"evaluating on {data_path}")
     if not data_path.exists():
         raise LeukoError(f"{data_path}: no such file or directory")
     model_path = resolve_run_dir(model)  # fail fast when there is no model at all
-    ev = evaluate(data_path, model, batch, group_by, mapping, ignore_unknown)
+    ev = evaluate(data_path, model, batch, group_by, mapping, ignore_unknown, tta)
     metrics, bundle = ev.metrics, ev.bundle
     metrics["data"] = str(data_path.resolve())
     metrics["model"] = str(model_path)
     metrics["mapping"] = list(mapping)
-    metrics["tta"] = False
+    metrics["tta"] = tta > 1
+    metrics["tta_views"] = tta
 
     if out is not None:
         out_dir = Path(out)

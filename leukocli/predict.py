@@ -27,15 +27,31 @@ from .errors import EXIT_PARTIAL, LeukoError
 FORMATS = ("table", "csv", "json")
 
 
+def check_tta(tta: int) -> None:
+    from .loader import MAX_TTA
+
+    if not 1 <= tta <= MAX_TTA:
+        raise LeukoError(f"--tta must be between 1 (off) and {MAX_TTA} views (got {tta})")
+
+
 def predict_probs(
-    bundle: Bundle, paths: Sequence[Path | str], batch: int = 64, description: str = "predicting"
+    bundle: Bundle,
+    paths: Sequence[Path | str],
+    batch: int = 64,
+    description: str = "predicting",
+    tta: int = 1,
 ) -> np.ndarray:
-    """Class probabilities (n, n_classes) for `paths`, in order, with a progress bar."""
+    """Class probabilities (n, n_classes) for `paths`, in order, with a progress bar.
+
+    With `tta` > 1 each batch is also seen flipped and slightly turned (loader.tta_views)
+    and the softmax outputs are averaged: errors on this data sit on particular views.
+    """
     from ._tf import tf
-    from .loader import build_dataset
+    from .loader import build_dataset, tta_views
 
     if batch < 1:
         raise LeukoError(f"--batch must be at least 1 (got {batch})")
+    check_tta(tta)
     n = len(paths)
     if n == 0:
         return np.zeros((0, bundle.n_classes), dtype=np.float32)
@@ -47,7 +63,13 @@ def predict_probs(
             for x in ds:
                 if isinstance(x, tuple):
                     x = x[0]
-                out = bundle.model.predict_on_batch(x)
+                if tta > 1:
+                    views = tta_views(x, tta)
+                    out = np.mean(
+                        [np.asarray(bundle.model.predict_on_batch(v)) for v in views], axis=0
+                    )
+                else:
+                    out = bundle.model.predict_on_batch(x)
                 chunks.append(np.asarray(out, dtype=np.float32))
                 bar.advance(int(x.shape[0]))
                 done += int(x.shape[0])
@@ -103,6 +125,7 @@ def predict_paths(
     batch: int = 64,
     check: bool = True,
     collected: tuple[list[Path], list[tuple[str, str]]] | None = None,
+    tta: int = 1,
 ) -> PredictResult:
     """Classify the readable images among `paths`; unreadable ones become errors."""
     files, errors = collected if collected is not None else collect_images(paths)
@@ -110,7 +133,7 @@ def predict_paths(
     reasons = check_images(files, "decode", "checking images") if check else [None] * len(files)
     good = [p for p, r in zip(files, reasons, strict=True) if r is None]
     errors += [(str(p), r) for p, r in zip(files, reasons, strict=True) if r is not None]
-    probs = predict_probs(bundle, good, batch)
+    probs = predict_probs(bundle, good, batch, tta=tta)
     preds = [Prediction(str(p), probs[i]) for i, p in enumerate(good)]
     return PredictResult(list(bundle.classes), preds, errors)
 
@@ -176,7 +199,12 @@ def render_table(result: PredictResult, k: int) -> None:
 
 
 def run_predict_cli(
-    paths: list[str], model: Path, top_k: int = 1, fmt: str = "table", batch: int = 64
+    paths: list[str],
+    model: Path,
+    top_k: int = 1,
+    fmt: str = "table",
+    batch: int = 64,
+    tta: int = 1,
 ) -> None:
     """The `leuko predict` command."""
     fmt = fmt.lower().strip()
@@ -186,13 +214,14 @@ def run_predict_cli(
         raise LeukoError(f"--top-k must be at least 1 (got {top_k})")
     if batch < 1:
         raise LeukoError(f"--batch must be at least 1 (got {batch})")
+    check_tta(tta)
     if not paths:
         raise LeukoError("give at least one image file, folder or glob")
     resolve_run_dir(model)  # fail fast, before scanning, when there is no model at all
     collected = collect_images(paths)
     bundle = load_bundle(model)
     k = min(top_k, bundle.n_classes)
-    result = predict_paths(paths, bundle, batch, collected=collected)
+    result = predict_paths(paths, bundle, batch, collected=collected, tta=tta)
 
     for path, reason in result.errors:
         err_console.print(

@@ -66,6 +66,9 @@ class TrainOptions:
     precision: str = "auto"
     strategy: str = "auto"
     seed: int = 42
+    recipe: str = "auto"
+    crop_cell: int | None = None  # None: the recipe's choice; 0: off; S: SxS crop
+    label_smoothing: float | None = None  # None: the recipe's choice
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -200,6 +203,41 @@ def class_weight_map(labels: Sequence[int], n_classes: int, mode: str) -> dict[i
     return {i: (total / (n_classes * c) if c else 0.0) for i, c in enumerate(counts)}
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of training choices; explicit options override its fields."""
+
+    name: str
+    augment: str  # a loader.AUGMENT_POLICIES name
+    crop_cell: int  # 0: whole image
+    label_smoothing: float
+    schedule: str  # "plateau" (ReduceLROnPlateau, the paper's) or "cosine" (warm-up + decay)
+    weight_decay: float  # > 0: AdamW
+
+
+RECIPES: dict[str, Recipe] = {
+    # The reference paper's: Adam, ReduceLROnPlateau, flips and rotations, whole image.
+    "paper": Recipe("paper", "paper", 0, 0.0, "plateau", 0.0),
+    # From scratch on a CPU: find the cell and crop around it, augment the way the data
+    # varies (shear, shifts, contrast stretch, stain colour), smooth labels, cosine decay.
+    "cpu": Recipe("cpu", "strong", 96, 0.1, "cosine", 1e-4),
+}
+
+
+def resolve_recipe(opts: TrainOptions) -> Recipe:
+    """`auto` is `cpu` for the from-scratch `compact` backbone and `paper` otherwise."""
+    name = (opts.recipe or "auto").strip().lower()
+    if name == "auto":
+        name = "cpu" if opts.backbone == "compact" else "paper"
+    if name not in RECIPES:
+        raise LeukoError(f"unknown --recipe {opts.recipe!r}; choose auto, {', '.join(RECIPES)}")
+    base = RECIPES[name]
+    crop = base.crop_cell if opts.crop_cell is None else int(opts.crop_cell)
+    smoothing = base.label_smoothing if opts.label_smoothing is None else opts.label_smoothing
+    return Recipe(base.name, base.augment, crop, float(smoothing), base.schedule,
+                  base.weight_decay)
+
+
 @dataclass
 class _Prepared:
     opts: TrainOptions
@@ -209,13 +247,23 @@ class _Prepared:
     weights: str | None
     precision: str
     manifests: dict[str, Any]
+    recipe: Recipe
 
 
 def _validate(opts: TrainOptions) -> _Prepared:
     """Every check that needs no model: fail in seconds, not after building one."""
     spec = get_backbone_spec(opts.backbone)
     opts.backbone = spec.name
+    recipe = resolve_recipe(opts)
+    if recipe.crop_cell < 0:
+        raise LeukoError(f"--crop-cell must be 0 (off) or a crop size (got {recipe.crop_cell})")
+    if not 0.0 <= recipe.label_smoothing < 1.0:
+        raise LeukoError(
+            f"--label-smoothing must be in [0, 1) (got {recipe.label_smoothing})"
+        )
     check_input_size(spec, opts.img_size)
+    if recipe.crop_cell:
+        check_input_size(spec, (recipe.crop_cell, recipe.crop_cell))
     if opts.batch < 1:
         raise LeukoError(f"--batch must be at least 1 (got {opts.batch})")
     if opts.epochs < 1:
@@ -262,7 +310,7 @@ def _validate(opts: TrainOptions) -> _Prepared:
             "fingerprint": fingerprint(path, data),
             "class_counts": data.counts(),
         }
-    return _Prepared(opts, train, val, classes, weights, precision, manifests)
+    return _Prepared(opts, train, val, classes, weights, precision, manifests, recipe)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -431,6 +479,31 @@ def head_epochs_for(epochs: int) -> int:
     return max(1, min(5, epochs // 4))
 
 
+def make_optimizer(
+    recipe: Recipe, lr: float, steps_per_epoch: int, epochs: int
+) -> keras.optimizers.Optimizer:
+    """Adam at a fixed rate (ReduceLROnPlateau lowers it), or AdamW on a cosine schedule.
+
+    The cosine schedule warms up over the first tenth of the steps (at most one epoch),
+    then decays to 1% of `lr` by the last planned epoch.
+    """
+    if recipe.schedule == "cosine":
+        total = max(1, steps_per_epoch * epochs)
+        warmup = min(steps_per_epoch, total // 10)
+        rate: Any = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=lr / 10.0 if warmup else lr,
+            decay_steps=max(1, total - warmup),
+            alpha=0.01,
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    else:
+        rate = lr
+    if recipe.weight_decay > 0:
+        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=recipe.weight_decay)
+    return keras.optimizers.Adam(learning_rate=rate)
+
+
 def _default_run_dir(backbone: str) -> Path:
     return Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{backbone}"
 
@@ -560,6 +633,12 @@ def _fit(
             "precision": prep.precision,
             "strategy": strategy_desc,
             "augment": opts.augment,
+            "recipe": prep.recipe.name,
+            "augment_policy": prep.recipe.augment if opts.augment else None,
+            "crop_cell": prep.recipe.crop_cell,
+            "label_smoothing": prep.recipe.label_smoothing,
+            "lr_schedule": prep.recipe.schedule,
+            "weight_decay": prep.recipe.weight_decay,
             "epochs_planned": opts.epochs,
             "head_epochs": head_epochs,
             "options": opts.to_json(),
@@ -576,9 +655,11 @@ def _fit(
     n_classes = len(classes)
     train_ds = build_dataset(
         train_paths, train_labels, opts.img_size, opts.batch, training=True,
-        augment=opts.augment, seed=opts.seed,
+        augment=prep.recipe.augment if opts.augment else False, seed=opts.seed,
+        n_classes=len(classes),
     )
-    val_ds = build_dataset(val_paths, val_labels, opts.img_size, opts.batch)
+    val_ds = build_dataset(val_paths, val_labels, opts.img_size, opts.batch,
+                           n_classes=len(classes))
     cw = class_weight_map(train_labels, n_classes, opts.class_weights)
 
     info(
@@ -589,7 +670,10 @@ def _fit(
         f"{strategy_desc}; run: {run_dir}"
     )
     with strategy.scope():
-        model = build_model(backbone, opts.img_size, n_classes, weights=prep.weights)
+        model = build_model(
+            backbone, opts.img_size, n_classes, weights=prep.weights,
+            crop_cell=prep.recipe.crop_cell,
+        )
 
     ckpt_root = run_dir / CHECKPOINT_DIR
     phase1_end = ckpt_root / "phase1_end.weights.h5"
@@ -613,8 +697,13 @@ def _fit(
                 set_backbone_trainable(model, trainable, opts.unfreeze if phase == 2 else 0)
             with strategy.scope():
                 model.compile(
-                    optimizer=keras.optimizers.Adam(learning_rate=lr),
-                    loss="sparse_categorical_crossentropy",
+                    optimizer=make_optimizer(
+                        prep.recipe, lr, steps_per_epoch=math.ceil(len(train_paths) / opts.batch),
+                        epochs=end - start,
+                    ),
+                    loss=keras.losses.CategoricalCrossentropy(
+                        label_smoothing=prep.recipe.label_smoothing
+                    ),
                     metrics=["accuracy"],
                 )
             if phase == 2 and head_epochs and phase1_end.exists():
@@ -629,12 +718,15 @@ def _fit(
                 ),
                 progress,
             ]
-            if phase != 1:
-                callbacks += [
+            if phase != 1 and prep.recipe.schedule == "plateau":
+                callbacks.append(
                     keras.callbacks.ReduceLROnPlateau(
                         monitor="val_loss", factor=0.2, patience=max(1, opts.patience // 2),
                         min_lr=1e-7, verbose=0,
-                    ),
+                    )
+                )
+            if phase != 1:
+                callbacks += [
                     keras.callbacks.EarlyStopping(
                         monitor="val_loss", patience=opts.patience, restore_best_weights=True,
                         verbose=0,
@@ -705,6 +797,9 @@ def run_train_cli(
     seed: int,
     out: Path | None,
     resume: bool,
+    recipe: str = "auto",
+    crop_cell: int | None = None,
+    label_smoothing: float | None = None,
 ) -> None:
     """`leuko train`: validate, train, and print where the run is and how it went."""
     from .console import console
@@ -719,6 +814,7 @@ def run_train_cli(
             batch=batch, epochs=epochs, lr=lr, backbone=backbone, weights=weights,
             unfreeze=unfreeze, augment=augment, class_weights=class_weights,
             patience=patience, precision=precision, strategy=strategy, seed=seed,
+            recipe=recipe, crop_cell=crop_cell, label_smoothing=label_smoothing,
         )
         result = train(opts, out=out)
     if result.interrupted:

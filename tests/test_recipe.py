@@ -1,0 +1,157 @@
+"""The CPU recipe's parts: cell crop inside the model, fused augmentation, test-time
+augmentation, and recipe resolution. Small tensors only; no training beyond a few steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leukocli.errors import LeukoError
+
+
+def _smear(h: int, w: int, cy: int, cx: int, r: int = 10) -> np.ndarray:
+    """A pink field with one purple disc centred at (cy, cx)."""
+    img = np.zeros((h, w, 3), np.float32)
+    img[...] = (225.0, 180.0, 190.0)
+    yy, xx = np.mgrid[:h, :w]
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    img[disc] = (110.0, 60.0, 190.0)
+    return img
+
+
+def test_cell_crop_centres_on_the_purple_cell_and_survives_save_load(tmp_path: Path) -> None:
+    from leukocli._tf import keras
+    from leukocli.model import CellCrop
+
+    batch = np.stack([_smear(120, 160, 30, 40), _smear(120, 160, 90, 120)])
+    crops = CellCrop(size=32, window=0.5)(batch).numpy()
+    assert crops.shape == (2, 32, 32, 3)
+    for crop in crops:
+        purple = (crop[..., 2] - crop[..., 0]) > 40
+        ys, xs = np.nonzero(purple)
+        # the disc sits in the middle of the crop, whatever its place in the image
+        assert abs(ys.mean() - 15.5) < 2.5 and abs(xs.mean() - 15.5) < 2.5
+
+    # no purple at all: the centre is cropped, not a corner
+    blank = np.full((1, 120, 160, 3), 200.0, np.float32)
+    blank[0, 50:70, 70:90] = 0.0  # a dark (not purple) patch in the centre
+    centre = CellCrop(size=20, window=20 / 120)(blank).numpy()[0]
+    assert centre.mean() < 20.0
+
+    inp = keras.Input((120, 160, 3))
+    out = keras.layers.GlobalAveragePooling2D()(CellCrop(32, 0.5)(inp))
+    model = keras.Model(inp, out)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    again = keras.models.load_model(path, compile=False)
+    np.testing.assert_allclose(again.predict_on_batch(batch), model.predict_on_batch(batch),
+                               rtol=1e-6)
+
+
+def test_model_with_crop_cell_takes_whole_images() -> None:
+    from leukocli.model import build_model
+
+    model = build_model("compact", (120, 160), 4, crop_cell=48)
+    assert model.input_shape == (None, 120, 160, 3)
+    assert model.get_layer("cell_crop").output.shape[1:3] == (48, 48)
+    probs = model.predict_on_batch(np.stack([_smear(120, 160, 60, 80)]))
+    assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1.0) < 1e-5
+
+
+def test_strong_augmentation_keeps_shape_and_range_and_varies() -> None:
+    from leukocli._tf import tf
+    from leukocli.loader import AUGMENT_POLICIES, augment_batch
+
+    x = tf.constant(np.stack([_smear(60, 80, 30, 40)] * 4))
+    y = augment_batch(x, AUGMENT_POLICIES["strong"]).numpy()
+    assert y.shape == (4, 60, 80, 3)
+    assert y.min() >= 0.0 and y.max() <= 255.0
+    assert not np.allclose(y[0], y[1])
+
+
+def test_tta_views_start_with_the_image_and_exact_flips() -> None:
+    from leukocli.loader import MAX_TTA, tta_views
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 20, 30, 3)).astype(np.float32)
+    views = [v.numpy() for v in tta_views(x, MAX_TTA)]
+    assert len(views) == MAX_TTA
+    np.testing.assert_array_equal(views[0], x)
+    np.testing.assert_array_equal(views[1], x[:, :, ::-1])
+    np.testing.assert_array_equal(views[2], x[:, ::-1])
+    with pytest.raises(ValueError):
+        tta_views(x, MAX_TTA + 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An untrained tiny model saved as a run, and a folder of images per class."""
+    from leukocli._tf import keras
+    from leukocli.bundle import save_bundle
+
+    root = tmp_path_factory.mktemp("tta")
+    classes = ["A", "B"]
+    rng = np.random.default_rng(1)
+    for c in classes:
+        (root / "data" / c).mkdir(parents=True)
+        for i in range(3):
+            img = _smear(40, 40, int(rng.integers(10, 30)), int(rng.integers(10, 30)))
+            Image.fromarray(img.astype(np.uint8)).save(root / "data" / c / f"{i}.png")
+    # a uniform image: every flip and turn (with reflected edges) is the same image
+    Image.new("RGB", (40, 40), (150, 90, 200)).save(root / "data" / "A" / "flat.png")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((40, 40, 3))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(2, activation="softmax")(x)
+    run = root / "runs" / "t"
+    save_bundle(run, keras.Model(inp, out), {"classes": classes, "img_size": [40, 40],
+                                             "backbone": "tiny", "preprocessing": "/255"})
+    return root / "data", run
+
+
+def test_tta_agrees_on_an_image_whose_views_are_identical(tiny_run: tuple[Path, Path]) -> None:
+    from leukocli.bundle import load_bundle
+    from leukocli.predict import predict_probs
+
+    data, run = tiny_run
+    bundle = load_bundle(run)
+    flat = [data / "A" / "flat.png"]
+    plain = predict_probs(bundle, flat)
+    tta = predict_probs(bundle, flat, tta=8)
+    np.testing.assert_allclose(tta, plain, atol=1e-5)
+    # and on ordinary images TTA really averages different views
+    others = sorted((data / "B").glob("*.png"))
+    assert not np.allclose(predict_probs(bundle, others, tta=8), predict_probs(bundle, others))
+
+
+def test_evaluate_records_tta_in_metrics(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from leukocli.evaluate import run_evaluate_cli
+
+    data, run = tiny_run
+    run_evaluate_cli(data=data, model=run, out=tmp_path / "plain")
+    run_evaluate_cli(data=data, model=run, out=tmp_path / "tta", tta=4)
+    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    tta = json.loads((tmp_path / "tta" / "metrics.json").read_text())
+    assert plain["tta"] is False and plain["tta_views"] == 1
+    assert tta["tta"] is True and tta["tta_views"] == 4
+    with pytest.raises(LeukoError, match="--tta"):
+        run_evaluate_cli(data=data, model=run, out=tmp_path / "bad", tta=0)
+
+
+def test_recipe_resolution() -> None:
+    from leukocli.train import TrainOptions, resolve_recipe
+
+    cpu = resolve_recipe(TrainOptions(backbone="compact"))
+    assert (cpu.name, cpu.crop_cell, cpu.augment, cpu.schedule) == ("cpu", 96, "strong", "cosine")
+    assert cpu.label_smoothing == pytest.approx(0.1)
+    paper = resolve_recipe(TrainOptions(backbone="inceptionresnetv2"))
+    assert (paper.name, paper.crop_cell, paper.augment) == ("paper", 0, "paper")
+    mixed = resolve_recipe(TrainOptions(backbone="compact", crop_cell=0, label_smoothing=0.0))
+    assert (mixed.crop_cell, mixed.label_smoothing) == (0, 0.0)
+    with pytest.raises(LeukoError, match="--recipe"):
+        resolve_recipe(TrainOptions(recipe="fast"))
