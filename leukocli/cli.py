@@ -152,11 +152,23 @@ def train(
         bool, typer.Option("--augment/--no-augment", help="Random flips/rotations in training.")
     ] = True,
     class_weights: Annotated[str, typer.Option(help="auto (from class counts) or none.")] = "auto",
-    patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 5,
+    patience: Annotated[
+        int,
+        typer.Option(
+            help="Early-stopping patience in epochs (paper recipe; the cpu recipe's cosine "
+            "schedule runs all epochs and keeps the best)."
+        ),
+    ] = 5,
     precision: Annotated[
         str, typer.Option(help="auto, float32, mixed_float16 or mixed_bfloat16.")
     ] = "auto",
-    strategy: Annotated[str, typer.Option(help="auto, default or mirrored.")] = "auto",
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="auto, default, mirrored (GPUs of this machine) or multiworker (machines in "
+            "TF_CONFIG)."
+        ),
+    ] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default runs/<timestamp>-<backbone>).")

@@ -20,7 +20,7 @@ from .console import console
 # Small enough to finish in about three minutes on two CPU cores, big enough to learn.
 DEMO_PER_CLASS = 24
 DEMO_SIBLINGS = 4
-DEMO_IMG = "96x128"
+DEMO_IMG = "240x320"
 
 
 @contextmanager
@@ -90,13 +90,13 @@ def run_demo(folder: Path, epochs: int = 10) -> None:
         timings.append((
             "train",
             _step(
-                "4. train the compact CNN",
-                f"leuko train --backbone compact --img {DEMO_IMG} --batch 16 --epochs {epochs}",
+                "4. train the compact CNN (cell crop, CPU recipe)",
+                f"leuko train --backbone compact --batch 16 --epochs {epochs}",
                 lambda: run_train_cli(
                     train_csv=Path("splits/train.csv"), val_csv=Path("splits/val.csv"),
-                    img=DEMO_IMG, batch=16, epochs=epochs, lr=2e-3, backbone="compact",
+                    img=DEMO_IMG, batch=16, epochs=epochs, lr=1e-3, backbone="compact",
                     weights="none", unfreeze=0, augment=True, class_weights="auto",
-                    patience=epochs, precision="float32", strategy="default", seed=0,
+                    patience=epochs, precision="auto", strategy="auto", seed=0,
                     out=None, resume=False,
                 ),
             ),

@@ -38,7 +38,7 @@ from .model import (
 from .report import plot_curves
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
@@ -137,8 +137,21 @@ def make_strategy(name: str) -> tuple[tf.distribute.Strategy, str]:
     auto: mirrored over all GPUs when there are several, else the default strategy.
     mirrored: over the visible GPUs, or over the logical CPU devices when several are
     configured (tf.config.set_logical_device_configuration), else over the one device.
+    multiworker: MultiWorkerMirroredStrategy across machines described by TF_CONFIG (the
+    same command on every worker); without TF_CONFIG it trains as a single worker.
     """
     key = check_strategy_name(name)
+    if key == "multiworker":
+        # Before anything else touches the devices: collective ops are configured at start.
+        mw = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = mw.cluster_resolver
+        spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+        workers = sum(len(v) for v in spec.values()) or 1
+        task = f"{resolver.task_type}:{resolver.task_id}" if resolver and spec else "single"
+        return mw, (
+            f"multi-worker mirrored ({workers} worker(s), this is {task}; "
+            f"{mw.num_replicas_in_sync} replica(s))"
+        )
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     if key == "auto":
@@ -220,6 +233,8 @@ RECIPES: dict[str, Recipe] = {
     "paper": Recipe("paper", "paper", 0, 0.0, "plateau", 0.0),
     # From scratch on a CPU: find the cell and crop around it, augment the way the data
     # varies (shear, shifts, contrast stretch, stain colour), smooth labels, cosine decay.
+    # The schedule sets the end, so there is no early stop; the best epoch by validation
+    # loss is still the one saved.
     "cpu": Recipe("cpu", "strong", 96, 0.1, "cosine", 1e-4),
 }
 
@@ -673,6 +688,8 @@ def _fit(
         model = build_model(
             backbone, opts.img_size, n_classes, weights=prep.weights,
             crop_cell=prep.recipe.crop_cell,
+            # a from-scratch BatchNorm needs a fast average only when epochs are short
+            bn_momentum=0.5 if len(train_paths) / opts.batch < 100 else 0.9,
         )
 
     ckpt_root = run_dir / CHECKPOINT_DIR
@@ -719,14 +736,11 @@ def _fit(
                 progress,
             ]
             if phase != 1 and prep.recipe.schedule == "plateau":
-                callbacks.append(
+                callbacks += [
                     keras.callbacks.ReduceLROnPlateau(
                         monitor="val_loss", factor=0.2, patience=max(1, opts.patience // 2),
                         min_lr=1e-7, verbose=0,
-                    )
-                )
-            if phase != 1:
-                callbacks += [
+                    ),
                     keras.callbacks.EarlyStopping(
                         monitor="val_loss", patience=opts.patience, restore_best_weights=True,
                         verbose=0,

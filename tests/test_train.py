@@ -197,6 +197,27 @@ print(json.dumps({{"done": r.epochs_done}}))
     assert meta["strategy"].startswith("mirrored over 2 device(s)")
 
 
+def test_multiworker_without_tf_config_trains_as_one_worker(
+    small: tuple[Path, Path], tmp_path: Path
+) -> None:
+    script = f"""
+import json
+from pathlib import Path
+from leukocli.train import TrainOptions, train
+r = train(TrainOptions(train_csv={str(small[0])!r}, val_csv={str(small[1])!r}, img_size=(75, 75),
+          batch=4, epochs=1, backbone="compact", weights="none", precision="float32",
+          strategy="multiworker"), out=Path({str(tmp_path / "runs" / "w")!r}))
+print(json.dumps({{"done": r.epochs_done}}))
+"""
+    env = {k: v for k, v in ENV.items() if k != "TF_CONFIG"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"done": 1}
+    meta = json.loads((tmp_path / "runs" / "w" / "leuko.json").read_text())
+    assert meta["strategy"].startswith("multi-worker mirrored (1 worker(s)")
+
+
 def test_library_errors_before_building(small: tuple[Path, Path], tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("path,label\n")
