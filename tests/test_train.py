@@ -150,7 +150,7 @@ def test_transfer_schedule_with_weights_path(small: tuple[Path, Path], tmp_path:
             seen.append((epoch, self.model.get_layer("backbone").trainable))
 
     result = train(
-        _opts(small, weights=str(wpath), epochs=2, lr=1e-3),
+        _opts(small, weights=str(wpath), epochs=2, lr=1e-3, recipe="paper"),
         out=tmp_path / "runs" / "t", extra_callbacks=[Spy()],
     )
     assert result.epochs_done == 2
