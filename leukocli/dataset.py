@@ -6,6 +6,7 @@ and unreadable files become reported problems instead of crashes further down.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,15 @@ class Dataset:
         for r in self.records:
             out[r.label] = out.get(r.label, 0) + 1
         return out
+
+
+def file_sha256(path: Path) -> str:
+    """Content identity of a file (streamed, so large files cost no memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def is_image_name(name: str) -> bool:

@@ -24,7 +24,6 @@ or undo. 2 for usage errors.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -42,7 +41,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .console import console, info, progress_bar, simple_table, warn
-from .dataset import Dataset, Record, scan
+from .dataset import Dataset, Record, file_sha256, scan
 from .errors import EXIT_PARTIAL, LeukoError
 from .hashing import (
     HASH_SIDE,
@@ -639,14 +638,6 @@ def write_report(findings: Findings, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- quarantine
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def default_quarantine(root: Path) -> Path:
     return root.parent / f"{root.name}-quarantine"
 

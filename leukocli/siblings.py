@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .console import info, progress_bar
+from .dataset import file_sha256
 
 CACHE_VERSION = "siblings-v1"
 N_FEATURES = 400
@@ -403,14 +404,6 @@ class SiblingStats:
 last_stats: SiblingStats | None = None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def discover_groups(paths: Sequence[Path], labels: Sequence[str]) -> list[str]:
     """One group id per path: images that are views of one original share an id.
 
@@ -450,7 +443,7 @@ def discover_groups(paths: Sequence[Path], labels: Sequence[str]) -> list[str]:
     with progress_bar("hashing", n) as bar:
         by_hash: dict[str, int] = {}
         for i, p in enumerate(paths):
-            h = _sha256(p)
+            h = file_sha256(p)
             if h in by_hash:
                 uf.union(by_hash[h], i)
             else:

@@ -47,3 +47,40 @@ def tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
         return out
 
     return make
+
+
+def make_tiny_run(
+    root: Path, per_class: int = 4, seed: int = 1, size: tuple[int, int] = (75, 75)
+) -> tuple[Path, Path]:
+    """A synthetic dataset and a 2-epoch tiny CNN saved as a run; returns (data, run_dir).
+
+    Shared by the evaluate and predict tests, which need a real saved model but not a
+    good one.
+    """
+    import keras
+
+    from leukocli.bundle import save_bundle
+    from leukocli.dataset import scan
+    from leukocli.loader import build_dataset
+    from leukocli.synth import make_dataset
+
+    data = root / "data"
+    make_dataset(data, per_class=per_class, size=size, seed=seed, siblings=2, plant=False)
+    ds = scan(data)
+    index = {c: i for i, c in enumerate(ds.classes)}
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((*size, 3))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(len(ds.classes), activation="softmax")(x)
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    train = build_dataset(
+        [str(r.path) for r in ds.records], [index[r.label] for r in ds.records], size, 8,
+        training=True,
+    )
+    model.fit(train, epochs=2, verbose=0)
+    run = root / "runs" / "tiny"
+    save_bundle(run, model, {"classes": ds.classes, "img_size": list(size), "backbone": "tiny"})
+    return data, run

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import make_tiny_run
 
 from leukocli.errors import LeukoError
 
@@ -35,34 +36,7 @@ def _error_lines(stderr: str) -> list[str]:
 
 
 def make_run(root: Path) -> tuple[Path, Path]:
-    """A synthetic dataset and a 2-epoch tiny CNN saved as a run; returns (data, run_dir)."""
-    import keras
-
-    from leukocli.bundle import save_bundle
-    from leukocli.dataset import scan
-    from leukocli.loader import build_dataset
-    from leukocli.synth import make_dataset
-
-    data = root / "data"
-    make_dataset(data, per_class=4, size=SIZE, seed=1, siblings=2, plant=False)
-    ds = scan(data)
-    index = {c: i for i, c in enumerate(ds.classes)}
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((*SIZE, 3))
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(len(ds.classes), activation="softmax")(x)
-    model = keras.Model(inp, out)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
-    train = build_dataset(
-        [str(r.path) for r in ds.records], [index[r.label] for r in ds.records], SIZE, 8,
-        training=True,
-    )
-    model.fit(train, epochs=2, verbose=0)
-    run = root / "runs" / "tiny"
-    save_bundle(run, model, {"classes": ds.classes, "img_size": list(SIZE), "backbone": "tiny"})
-    return data, run
+    return make_tiny_run(root, per_class=4, seed=1, size=SIZE)
 
 
 @pytest.fixture(scope="module")

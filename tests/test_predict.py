@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_tiny_run
 
 from leukocli.errors import LeukoError
 
@@ -36,34 +37,7 @@ def _error_lines(stderr: str) -> list[str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A synthetic class-folder dataset and a 2-epoch tiny CNN saved as runs/tiny."""
-    import keras
-
-    from leukocli.bundle import save_bundle
-    from leukocli.dataset import scan
-    from leukocli.loader import build_dataset
-    from leukocli.synth import make_dataset
-
-    root = tmp_path_factory.mktemp("predictrun")
-    data = root / "data"
-    make_dataset(data, per_class=3, size=SIZE, seed=2, siblings=2, plant=False)
-    ds = scan(data)
-    index = {c: i for i, c in enumerate(ds.classes)}
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((*SIZE, 3))
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(len(ds.classes), activation="softmax")(x)
-    model = keras.Model(inp, out)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
-    paths = [str(r.path) for r in ds.records]
-    model.fit(
-        build_dataset(paths, [index[r.label] for r in ds.records], SIZE, 8, training=True),
-        epochs=2, verbose=0,
-    )
-    run = root / "runs" / "tiny"
-    save_bundle(run, model, {"classes": ds.classes, "img_size": list(SIZE), "backbone": "tiny"})
-    return data, run
+    return make_tiny_run(tmp_path_factory.mktemp("predictrun"), per_class=3, seed=2, size=SIZE)
 
 
 def _evaluate_predictions(data: Path, run: Path, out: Path) -> dict[str, dict[str, str]]:
