@@ -59,6 +59,35 @@ def leuko_loader(paths: list[str], size: tuple[int, int], batch: int, augment: b
     return n / (time.perf_counter() - start)
 
 
+def keras_layers_pipeline(paths: list[str], size: tuple[int, int], batch: int) -> float:
+    """leuko's first loader: the same decode, then Keras's chained augmentation layers
+    (flip, rotation, translation, zoom: three resampling passes per image). Kept here as
+    the measured reason for the fused transform in leukocli.loader."""
+    import keras
+
+    from leukocli._tf import tf
+    from leukocli.loader import load_image
+
+    chain = keras.Sequential([
+        keras.layers.RandomFlip("horizontal_and_vertical"),
+        keras.layers.RandomRotation(0.5, fill_mode="reflect"),
+        keras.layers.RandomTranslation(0.05, 0.05, fill_mode="reflect"),
+        keras.layers.RandomZoom(0.05, fill_mode="reflect"),
+    ])
+    ds = (
+        tf.data.Dataset.from_tensor_slices(paths)
+        .map(lambda p: load_image(p, size), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch)
+        .map(lambda x: chain(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    for _ in ds.take(2):
+        pass
+    start = time.perf_counter()
+    n = sum(int(x.shape[0]) for x in ds)
+    return n / (time.perf_counter() - start)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, required=True)
@@ -71,6 +100,7 @@ def main() -> None:
     base = pillow_loop(paths, (h, w), args.batch)
     aug = leuko_loader(paths, (h, w), args.batch, augment=True)
     plain = leuko_loader(paths, (h, w), args.batch, augment=False)
+    chained = keras_layers_pipeline(paths, (h, w), args.batch)
     base2 = pillow_loop(paths, (h, w), args.batch)  # again: load on a shared box drifts
     baseline = (base + base2) / 2
     print(json.dumps({
@@ -83,6 +113,8 @@ def main() -> None:
         "leuko_pipeline_no_augment_img_per_s": round(plain, 1),
         "ratio_vs_pillow": round(aug / baseline, 2),
         "ratio_no_augment_vs_pillow": round(plain / baseline, 2),
+        "keras_layers_augment_img_per_s": round(chained, 1),
+        "ratio_fused_vs_keras_layers": round(aug / chained, 2),
         "machine": machine(),
     }, indent=2))
 
