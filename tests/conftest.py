@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,3 +88,22 @@ def make_tiny_run(
     run = root / "runs" / "tiny"
     save_bundle(run, model, {"classes": ds.classes, "img_size": list(size), "backbone": "tiny"})
     return data, run
+
+
+def run_leuko(
+    *args: str, cwd: Path | None = None, quiet: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `leuko` console script as a user would (module fallback)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if quiet:
+        env["LEUKO_QUIET"] = "1"
+    exe = shutil.which("leuko")
+    cmd = [exe] if exe else [sys.executable, "-m", "leukocli.cli"]
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The `error: ...` lines of a command's stderr."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]

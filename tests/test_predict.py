@@ -9,12 +9,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_tiny_run
+from conftest import error_lines, make_tiny_run, run_leuko
 
 from leukocli.errors import LeukoError
 
@@ -22,16 +21,10 @@ SIZE = (75, 75)
 
 
 def _leuko(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    exe = shutil.which("leuko")
-    cmd = [exe] if exe else [sys.executable, "-m", "leukocli.cli"]
-    return subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
-    )
+    return run_leuko(*args, cwd=cwd, quiet=False)
 
 
-def _error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
+_error_lines = error_lines
 
 
 @pytest.fixture(scope="module")
