@@ -7,7 +7,6 @@ so `leuko predict --format csv > out.csv` stays clean.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,10 +32,6 @@ def set_quiet(quiet: bool) -> None:
     """Silence progress bars (e.g. for --format json, or scripts)."""
     global _quiet
     _quiet = quiet
-
-
-def is_quiet() -> bool:
-    return _quiet
 
 
 def warn(message: str) -> None:
@@ -106,7 +101,3 @@ def simple_table(title: str, columns: list[str], rows: list[list[object]]) -> Ta
     for row in rows:
         table.add_row(*[str(x) for x in row])
     return table
-
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
