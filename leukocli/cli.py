@@ -238,8 +238,8 @@ def evaluate(
     tta: Annotated[
         int,
         typer.Option(
-            help="Test-time augmentation: average over N views (flips, then 12/24 degree "
-            "turns); 1 = off, at most 12."
+            help="Test-time augmentation: average over N views (flips, 12/24 degree turns, "
+            "quarter turns, 5% shifts, in that order); 1 = off, at most 20."
         ),
     ] = 1,
 ) -> None:
@@ -265,7 +265,7 @@ def predict(
     ] = "table",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 64,
     tta: Annotated[
-        int, typer.Option(help="Test-time augmentation views to average (1 = off, max 12).")
+        int, typer.Option(help="Test-time augmentation views to average (1 = off, max 20).")
     ] = 1,
 ) -> None:
     """Classify images with a trained model."""

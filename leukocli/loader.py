@@ -174,34 +174,47 @@ def augment_batch(images: tf.Tensor, policy: AugmentPolicy) -> tf.Tensor:
     return tf.clip_by_value(x, 0.0, 255.0)
 
 
-# Test-time views: flips first (exact), then small rotations, as the data varies.
-_TTA_VIEWS: tuple[tuple[float, bool, bool], ...] = (
-    (0.0, False, False),
-    (0.0, True, False),
-    (0.0, False, True),
-    (0.0, True, True),
-    (12.0, False, False),
-    (-12.0, False, False),
-    (12.0, True, False),
-    (-12.0, False, True),
-    (24.0, False, False),
-    (-24.0, True, True),
-    (24.0, True, False),
-    (-24.0, False, True),
+# Test-time views, in order of how safe they are: exact flips first, then small turns,
+# quarter turns (the rest of the square's symmetries; on a non-square image the turned
+# picture is cut to the same frame, so the corners fill black as the data's own turned
+# siblings do), then 5% shifts. Each is (degrees, flip left-right, flip up-down, shift
+# down, shift right) with shifts as fractions of the side.
+_TTA_VIEWS: tuple[tuple[float, bool, bool, float, float], ...] = (
+    (0.0, False, False, 0.0, 0.0),
+    (0.0, True, False, 0.0, 0.0),
+    (0.0, False, True, 0.0, 0.0),
+    (0.0, True, True, 0.0, 0.0),
+    (12.0, False, False, 0.0, 0.0),
+    (-12.0, False, False, 0.0, 0.0),
+    (12.0, True, False, 0.0, 0.0),
+    (-12.0, False, True, 0.0, 0.0),
+    (24.0, False, False, 0.0, 0.0),
+    (-24.0, True, True, 0.0, 0.0),
+    (24.0, True, False, 0.0, 0.0),
+    (-24.0, False, True, 0.0, 0.0),
+    (90.0, False, False, 0.0, 0.0),
+    (-90.0, False, False, 0.0, 0.0),
+    (90.0, True, False, 0.0, 0.0),
+    (-90.0, True, False, 0.0, 0.0),
+    (0.0, False, False, 0.05, 0.0),
+    (0.0, False, False, -0.05, 0.0),
+    (0.0, False, False, 0.0, 0.05),
+    (0.0, False, False, 0.0, -0.05),
 )
 MAX_TTA = len(_TTA_VIEWS)
 
 
 def tta_views(images: tf.Tensor, n: int) -> list[tf.Tensor]:
-    """The first `n` fixed views of a batch: identity, flips, then 12 and 24 degree turns."""
+    """The first `n` fixed views of a batch (see _TTA_VIEWS); view 0 is the image itself."""
     if not 1 <= n <= MAX_TTA:
         raise ValueError(f"test-time augmentation takes 1 to {MAX_TTA} views (got {n})")
     images = tf.convert_to_tensor(images, tf.float32)
     shape = tf.shape(images)
     b, h, w = shape[0], shape[1], shape[2]
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
     views = [images]
-    for angle, fh, fv in _TTA_VIEWS[1:n]:
-        if angle == 0.0:
+    for angle, fh, fv, dy, dx in _TTA_VIEWS[1:n]:
+        if angle == 0.0 and dy == 0.0 and dx == 0.0:
             v = images
             if fh:
                 v = v[:, :, ::-1, :]
@@ -212,7 +225,7 @@ def tta_views(images: tf.Tensor, n: int) -> list[tf.Tensor]:
         ones = tf.ones([b])
         t = affine_transforms(
             h, w, angle=ones * math.radians(angle), shear=ones * 0.0, zoom=ones,
-            shift_y=ones * 0.0, shift_x=ones * 0.0,
+            shift_y=ones * dy * hf, shift_x=ones * dx * wf,
             flip_h=tf.fill([b], fh), flip_v=tf.fill([b], fv),
         )
         views.append(apply_transforms(images, t))

@@ -86,6 +86,22 @@ def test_tta_views_start_with_the_image_and_exact_flips() -> None:
         tta_views(x, MAX_TTA + 1)
 
 
+def test_tta_quarter_turns_are_the_squares_other_symmetries() -> None:
+    """On a square crop the quarter-turn views must be exact turns and transposes."""
+    from leukocli.loader import tta_views
+
+    x = np.random.default_rng(1).uniform(0, 255, (2, 24, 24, 3)).astype(np.float32)
+    views = [v.numpy() for v in tta_views(x, 16)]
+    expected = [
+        np.rot90(x, 1, axes=(1, 2)),
+        np.rot90(x, -1, axes=(1, 2)),
+        np.rot90(x, 1, axes=(1, 2))[:, :, ::-1],  # anti-transpose
+        x.transpose(0, 2, 1, 3),
+    ]
+    for got, want in zip(views[12:16], expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=0.01)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An untrained tiny model saved as a run, and a folder of images per class."""
