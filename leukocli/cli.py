@@ -132,7 +132,10 @@ def train(
     ] = Path("splits/val.csv"),
     img: Annotated[str, typer.Option(help="Input size HEIGHTxWIDTH.")] = "240x320",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 20,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Epochs (default: the recipe's; 30 for paper, 8 for cpu)."),
+    ] = None,
     lr: Annotated[float, typer.Option(help="Initial learning rate (Adam).")] = 1e-3,
     backbone: Annotated[
         str,
@@ -188,7 +191,7 @@ def train(
         int | None,
         typer.Option(
             help="Crop an NxN square around the stained cell inside the model (0 = whole "
-            "image; default: the recipe's, 96 for cpu)."
+            "image; default: the recipe's, 128 for cpu)."
         ),
     ] = None,
     label_smoothing: Annotated[

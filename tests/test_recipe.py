@@ -163,10 +163,12 @@ def test_recipe_resolution() -> None:
     from leukocli.train import TrainOptions, resolve_recipe
 
     cpu = resolve_recipe(TrainOptions(backbone="compact"))
-    assert (cpu.name, cpu.crop_cell, cpu.augment, cpu.schedule) == ("cpu", 96, "strong", "cosine")
+    assert (cpu.name, cpu.crop_cell, cpu.augment, cpu.schedule) == ("cpu", 128, "strong", "cosine")
+    assert cpu.epochs == 8
+    assert resolve_recipe(TrainOptions(backbone="compact", epochs=3)).epochs == 3
     assert cpu.label_smoothing == pytest.approx(0.1)
     paper = resolve_recipe(TrainOptions(backbone="inceptionresnetv2"))
-    assert (paper.name, paper.crop_cell, paper.augment) == ("paper", 0, "paper")
+    assert (paper.name, paper.crop_cell, paper.augment, paper.epochs) == ("paper", 0, "paper", 30)
     mixed = resolve_recipe(TrainOptions(backbone="compact", crop_cell=0, label_smoothing=0.0))
     assert (mixed.crop_cell, mixed.label_smoothing) == (0, 0.0)
     with pytest.raises(LeukoError, match="--recipe"):
