@@ -137,7 +137,7 @@ def main() -> None:
         row: dict[str, Any] = {"leak_rate": _leak(split_dir, truth),
                                "train_minutes": None if train_s is None else round(train_s / 60, 1)}
         for name, extra in (("plain", []), ("tta", ["--tta", str(args.tta)])):
-            ev = out / f"eval-{seed}-{name}"
+            ev = out / f"eval-{seed}-{name}{args.tta if name == 'tta' else ''}"
             if not (ev / "metrics.json").exists():
                 _leuko("evaluate", str(split_dir / "val.csv"), "--model", str(run_dir),
                        "--out", str(ev), *extra, log=log)
