@@ -229,7 +229,6 @@ class Recipe:
     epochs: int  # the default length; the cosine schedule is fitted to it
 
 
-CPU_CROP, CPU_EPOCHS = 128, 8
 RECIPES: dict[str, Recipe] = {
     # The reference paper's: Adam, ReduceLROnPlateau, flips and rotations, whole image.
     "paper": Recipe("paper", "paper", 0, 0.0, "plateau", 0.0, 30),
@@ -238,7 +237,7 @@ RECIPES: dict[str, Recipe] = {
     # The schedule sets the end, so there is no early stop; the best epoch by validation
     # loss is still the one saved. Crop size and length are measured (README, Accuracy):
     # unseen cells stop improving after a few epochs while training cells keep fitting.
-    "cpu": Recipe("cpu", "strong", CPU_CROP, 0.1, "cosine", 1e-4, CPU_EPOCHS),
+    "cpu": Recipe("cpu", "strong", 128, 0.1, "cosine", 1e-4, 8),
 }
 
 
