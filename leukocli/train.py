@@ -13,6 +13,8 @@ import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -409,6 +411,41 @@ class RichProgress(keras.callbacks.Callback):
             info(line)
 
 
+class CtrlC(keras.callbacks.Callback):
+    """Turns the first Ctrl-C into a KeyboardInterrupt raised at the next batch boundary.
+
+    Python's own handler raises wherever the main thread is, and inside TensorFlow's
+    native calls that exception can be lost, so a run sometimes ignored Ctrl-C. Here the
+    signal only sets a flag and the interrupt is raised from this callback, in plain
+    Python between batches; a second Ctrl-C falls back to the default handler.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pressed = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_signal)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _check(self, *args: Any, **kwargs: Any) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    on_train_batch_begin = on_train_batch_end = _check
+    on_test_batch_end = on_epoch_begin = on_epoch_end = _check
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Appends history.csv rows and saves the best model (by val_loss) through save_bundle."""
 
@@ -711,6 +748,8 @@ def _fit(
 
     interrupted = False
     stopped_early = False
+    ctrl_c = CtrlC()
+    ctrl_c.install()
     try:
         for phase, start, end, lr, trainable in phases:
             if int(meta.get("epochs_done", 0)) >= end and (phase != 1 or phase1_end.exists()):
@@ -751,7 +790,7 @@ def _fit(
                         verbose=0,
                     ),
                 ]
-            callbacks += list(extra_callbacks)
+            callbacks += [*extra_callbacks, ctrl_c]  # last: an epoch's state is saved first
             model._initial_epoch = None  # BackupAndRestore of an earlier phase must not leak
             try:
                 with warnings.catch_warnings():
@@ -771,6 +810,8 @@ def _fit(
                 break
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        ctrl_c.restore()
 
     if interrupted:
         meta["status"] = "interrupted"
