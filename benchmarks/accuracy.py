@@ -16,7 +16,7 @@ be restarted. Prints one JSON object; the baseline for each seed is its own plai
 evaluation (the TTA ratio).
 
     python benchmarks/accuracy.py --data ../shared/data/blood-cells/images/TRAIN \
-        --sources ../shared/data/blood-cells/sources.csv --seeds 0 1 2 --epochs 15
+        --sources ../shared/data/blood-cells/sources.csv --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", default="accuracy-runs")
     ap.add_argument("--backbone", default="compact")
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="default: the recipe's length (leuko train's own default)")
     ap.add_argument("--tta", type=int, default=8)
     ap.add_argument("--train-args", default="", help="extra arguments for leuko train")
     args = ap.parse_args()
@@ -132,7 +133,8 @@ def main() -> None:
         if not (run_dir / "model.keras").exists():
             train_s = _leuko("train", "--train", str(split_dir / "train.csv"),
                              "--val", str(split_dir / "val.csv"), "--backbone", args.backbone,
-                             "--epochs", str(args.epochs), "--out", str(run_dir),
+                             *([] if args.epochs is None else ["--epochs", str(args.epochs)]),
+                             "--out", str(run_dir),
                              *args.train_args.split(), log=log)
         row: dict[str, Any] = {"leak_rate": _leak(split_dir, truth),
                                "train_minutes": None if train_s is None else round(train_s / 60, 1)}
