@@ -197,6 +197,13 @@ def train(
     label_smoothing: Annotated[
         float | None, typer.Option(help="Label smoothing (default: the recipe's).")
     ] = None,
+    keep: Annotated[
+        str | None,
+        typer.Option(
+            help="Which epoch's model to save: best (lowest val loss; paper's default) or "
+            "last (cpu's default, so validation figures are not chosen on validation)."
+        ),
+    ] = None,
 ) -> None:
     """Train a classifier; writes runs/<name>/ and points runs/latest at it."""
     from .train import run_train_cli
@@ -206,7 +213,7 @@ def train(
         backbone=backbone, weights=weights, unfreeze=unfreeze, augment=augment,
         class_weights=class_weights, patience=patience, precision=precision, strategy=strategy,
         seed=seed, out=out, resume=resume, recipe=recipe, crop_cell=crop_cell,
-        label_smoothing=label_smoothing,
+        label_smoothing=label_smoothing, keep=keep,
     )
 
 

@@ -71,6 +71,7 @@ class TrainOptions:
     recipe: str = "auto"
     crop_cell: int | None = None  # None: the recipe's choice; 0: off; S: SxS crop
     label_smoothing: float | None = None  # None: the recipe's choice
+    keep: str | None = None  # which epoch's model to save: best (val loss) or last
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,6 +97,7 @@ class TrainResult:
     best_epoch: int | None
     best: dict[str, float] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    keep: str = "best"  # how best_epoch was chosen: lowest val loss, or the last epoch
 
 
 # --------------------------------------------------------------------------- environment
@@ -229,17 +231,18 @@ class Recipe:
     schedule: str  # "plateau" (ReduceLROnPlateau, the paper's) or "cosine" (warm-up + decay)
     weight_decay: float  # > 0: AdamW
     epochs: int  # the default length; the cosine schedule is fitted to it
+    keep: str = "best"  # the saved epoch: "best" by validation loss, or "last"
 
 
 RECIPES: dict[str, Recipe] = {
     # The reference paper's: Adam, ReduceLROnPlateau, flips and rotations, whole image.
-    "paper": Recipe("paper", "paper", 0, 0.0, "plateau", 0.0, 30),
+    "paper": Recipe("paper", "paper", 0, 0.0, "plateau", 0.0, 30, "best"),
     # From scratch on a CPU: find the cell and crop around it, augment the way the data
     # varies (shear, shifts, contrast stretch, stain colour), smooth labels, cosine decay.
-    # The schedule sets the end, so there is no early stop; the best epoch by validation
-    # loss is still the one saved. Crop size and length are measured (README, Accuracy):
-    # unseen cells stop improving after a few epochs while training cells keep fitting.
-    "cpu": Recipe("cpu", "strong", 128, 0.1, "cosine", 1e-4, 8),
+    # The schedule sets the end, so there is no early stop and the last epoch is kept:
+    # choosing an epoch by validation loss would make the validation figures optimistic
+    # (README, Accuracy). Crop size and length are measured.
+    "cpu": Recipe("cpu", "strong", 128, 0.1, "cosine", 1e-4, 8, "last"),
 }
 
 
@@ -254,8 +257,11 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
     crop = base.crop_cell if opts.crop_cell is None else int(opts.crop_cell)
     smoothing = base.label_smoothing if opts.label_smoothing is None else opts.label_smoothing
     epochs = base.epochs if opts.epochs is None else int(opts.epochs)
+    keep = base.keep if opts.keep is None else opts.keep.strip().lower()
+    if keep not in ("best", "last"):
+        raise LeukoError(f"unknown --keep {opts.keep!r}; choose best or last")
     return Recipe(base.name, base.augment, crop, float(smoothing), base.schedule,
-                  base.weight_decay, epochs)
+                  base.weight_decay, epochs, keep)
 
 
 @dataclass
@@ -276,6 +282,7 @@ def _validate(opts: TrainOptions) -> _Prepared:
     opts.backbone = spec.name
     recipe = resolve_recipe(opts)
     opts.epochs = recipe.epochs  # saved with the run, so --resume plans the same length
+    opts.keep = recipe.keep
     if recipe.crop_cell < 0:
         raise LeukoError(f"--crop-cell must be 0 (off) or a crop size (got {recipe.crop_cell})")
     if not 0.0 <= recipe.label_smoothing < 1.0:
@@ -447,12 +454,17 @@ class CtrlC(keras.callbacks.Callback):
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """Appends history.csv rows and saves the best model (by val_loss) through save_bundle."""
+    """Appends history.csv rows and saves the kept model through save_bundle.
 
-    def __init__(self, run: _Run, phase: int) -> None:
+    keep="best" saves the epoch with the lowest val_loss; keep="last" saves every epoch,
+    so the model left is the last one and validation never chose it.
+    """
+
+    def __init__(self, run: _Run, phase: int, keep: str = "best") -> None:
         super().__init__()
         self.run = run
         self.phase = phase
+        self.keep = keep
         self._t0 = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -475,7 +487,8 @@ class RunRecorder(keras.callbacks.Callback):
         self.run.meta["epochs_done"] = epoch + 1
         val_loss = logs.get("val_loss")
         best = self.run.meta.get("best") or {}
-        if val_loss is not None and math.isfinite(float(val_loss)) and (
+        finite = val_loss is not None and math.isfinite(float(val_loss))
+        if self.keep == "last" or val_loss is not None and finite and (
             not best or float(val_loss) < float(best.get("val_loss", math.inf))
         ):
             self.run.meta["best"] = {
@@ -640,6 +653,7 @@ def _result(run_dir: Path, meta: dict[str, Any], interrupted: bool) -> TrainResu
         best_epoch=best.get("epoch"),
         best={k: v for k, v in best.items() if k != "epoch"},
         wall_time_s=float(meta.get("wall_time_s", 0.0)),
+        keep=str((meta.get("options") or {}).get("keep") or "best"),
     )
 
 
@@ -773,7 +787,7 @@ def _fit(
                     model.load_weights(str(phase1_end))
             # state first, then the summary line: once a user sees "epoch N", epoch N is saved
             callbacks: list[keras.callbacks.Callback] = [
-                RunRecorder(run, phase),
+                RunRecorder(run, phase, prep.recipe.keep),
                 keras.callbacks.BackupAndRestore(
                     str(ckpt_root / f"phase{phase}"), double_checkpoint=True
                 ),
@@ -786,7 +800,8 @@ def _fit(
                         min_lr=1e-7, verbose=0,
                     ),
                     keras.callbacks.EarlyStopping(
-                        monitor="val_loss", patience=opts.patience, restore_best_weights=True,
+                        monitor="val_loss", patience=opts.patience,
+                        restore_best_weights=prep.recipe.keep == "best",
                         verbose=0,
                     ),
                 ]
@@ -860,6 +875,7 @@ def run_train_cli(
     recipe: str = "auto",
     crop_cell: int | None = None,
     label_smoothing: float | None = None,
+    keep: str | None = None,
 ) -> None:
     """`leuko train`: validate, train, and print where the run is and how it went."""
     from .console import console
@@ -874,7 +890,7 @@ def run_train_cli(
             batch=batch, epochs=epochs, lr=lr, backbone=backbone, weights=weights,
             unfreeze=unfreeze, augment=augment, class_weights=class_weights,
             patience=patience, precision=precision, strategy=strategy, seed=seed,
-            recipe=recipe, crop_cell=crop_cell, label_smoothing=label_smoothing,
+            recipe=recipe, crop_cell=crop_cell, label_smoothing=label_smoothing, keep=keep,
         )
         result = train(opts, out=out)
     if result.interrupted:
@@ -891,8 +907,10 @@ def run_train_cli(
         console.print(history_table(read_history(hist), best_epoch=result.best_epoch))
     best = result.best
     if result.best_epoch is not None:
+        which = "last epoch" if result.keep == "last" else "best epoch"
         console.print(
-            f"best epoch {result.best_epoch}: val loss {best.get('val_loss', float('nan')):.4f}, "
+            f"{which} {result.best_epoch} saved: "
+            f"val loss {best.get('val_loss', float('nan')):.4f}, "
             f"val accuracy {best.get('val_accuracy', float('nan')):.4f}"
         )
     console.print(

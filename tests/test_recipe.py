@@ -167,9 +167,45 @@ def test_recipe_resolution() -> None:
     assert cpu.epochs == 8
     assert resolve_recipe(TrainOptions(backbone="compact", epochs=3)).epochs == 3
     assert cpu.label_smoothing == pytest.approx(0.1)
+    assert cpu.keep == "last"
     paper = resolve_recipe(TrainOptions(backbone="inceptionresnetv2"))
     assert (paper.name, paper.crop_cell, paper.augment, paper.epochs) == ("paper", 0, "paper", 30)
+    assert paper.keep == "best"
+    assert resolve_recipe(TrainOptions(backbone="compact", keep="Best")).keep == "best"
+    with pytest.raises(LeukoError, match="--keep"):
+        resolve_recipe(TrainOptions(backbone="compact", keep="first"))
     mixed = resolve_recipe(TrainOptions(backbone="compact", crop_cell=0, label_smoothing=0.0))
     assert (mixed.crop_cell, mixed.label_smoothing) == (0, 0.0)
     with pytest.raises(LeukoError, match="--recipe"):
         resolve_recipe(TrainOptions(recipe="fast"))
+
+
+class _FakeRun:
+    """What RunRecorder writes to, without a run directory: which epochs were saved."""
+
+    def __init__(self) -> None:
+        self.meta: dict = {"best": None}
+        self.saved: list[int] = []
+
+    def append_history(self, row: dict) -> None:
+        pass
+
+    def write_meta(self) -> None:
+        pass
+
+    def save_model(self, model: object) -> None:
+        self.saved.append(int(self.meta["epochs_done"]))
+
+
+@pytest.mark.parametrize(("keep", "saved", "kept"), [("best", [1, 2], 2), ("last", [1, 2, 3], 3)])
+def test_keep_decides_which_epoch_is_on_disk(keep: str, saved: list[int], kept: int) -> None:
+    """best: the lowest val loss stays saved; last: the final epoch, whatever its val loss."""
+    from leukocli.train import RunRecorder
+
+    run = _FakeRun()
+    rec = RunRecorder(run, phase=0, keep=keep)  # type: ignore[arg-type]
+    for epoch, val_loss in enumerate((1.0, 0.5, 0.8)):
+        rec.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss, "val_accuracy": 0.5})
+    assert run.saved == saved
+    assert run.meta["best"]["epoch"] == kept
+

@@ -100,6 +100,8 @@ def test_compact_end_to_end(small: tuple[Path, Path], tmp_path: Path) -> None:
     assert not result.interrupted and result.epochs_done == 2
     meta = _check_run_dir(tmp_path / "runs" / "c", 2, "compact")
     assert meta["weights"] is None
+    # the cpu recipe keeps the last epoch, so validation did not choose the model
+    assert meta["options"]["keep"] == "last" and meta["best"]["epoch"] == 2
     assert "Rescaling(1/255)" in meta["preprocessing"]
 
 
@@ -249,7 +251,8 @@ def test_library_errors_before_building(small: tuple[Path, Path], tmp_path: Path
 
 
 def test_cli_errors_are_one_line(small: tuple[Path, Path], tmp_path: Path) -> None:
-    for args, needle in ((["--img", "60x60", "--weights", "none"], "minimum input is 75x75"),):
+    for args, needle in ((["--img", "60x60", "--weights", "none"], "minimum input is 75x75"),
+                         (["--backbone", "compact", "--keep", "first"], "--keep")):
         proc = subprocess.run(
             [sys.executable, "-m", "leukocli.cli", "train", "--train", str(small[0]),
              "--val", str(small[1]), *args],
