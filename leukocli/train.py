@@ -487,8 +487,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.run.meta["epochs_done"] = epoch + 1
         val_loss = logs.get("val_loss")
         best = self.run.meta.get("best") or {}
-        finite = val_loss is not None and math.isfinite(float(val_loss))
-        if self.keep == "last" or val_loss is not None and finite and (
+        if self.keep == "last" or val_loss is not None and math.isfinite(float(val_loss)) and (
             not best or float(val_loss) < float(best.get("val_loss", math.inf))
         ):
             self.run.meta["best"] = {
