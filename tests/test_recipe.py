@@ -208,4 +208,3 @@ def test_keep_decides_which_epoch_is_on_disk(keep: str, saved: list[int], kept: 
         rec.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss, "val_accuracy": 0.5})
     assert run.saved == saved
     assert run.meta["best"]["epoch"] == kept
-
