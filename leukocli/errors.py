@@ -1,11 +1,11 @@
-"""The one exception the CLI turns into a one-line message and a non-zero exit."""
+"""The exceptions the CLI turns into one-line messages and meaningful exit codes."""
 
 from __future__ import annotations
 
 # Exit codes, so scripts can tell outcomes apart.
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # the command ran, but some inputs failed (e.g. an unreadable image)
-EXIT_USAGE = 2  # bad input: missing path, wrong layout, bad option value
+EXIT_USAGE = 2  # bad input: missing path, wrong layout, bad option value, busy output
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
@@ -17,3 +17,10 @@ class LeukoError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Interrupted(LeukoError):
+    """Ctrl-C, caught where the state it leaves can be described (and undone or resumed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=EXIT_INTERRUPTED)

@@ -1,0 +1,183 @@
+"""Safe file writes, output checks and locks: nothing half-written, nothing overwritten
+by surprise, and two runs never write one place at the same time."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import LeukoError
+
+LOCK_NAME = ".leuko.lock"
+
+
+def file_sha256(path: Path) -> str:
+    """Content identity of a file (streamed, so large files cost no memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def os_error_message(exc: OSError, path: Path | str, action: str = "write") -> str:
+    """One line for an OSError, saying what to do about the common causes."""
+    if exc.errno == errno.ENOSPC:
+        return (
+            f"no space left on the device while trying to {action} {path}; "
+            "free some space and run again"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = exc.strerror or "permission denied"
+        return f"cannot {action} {path}: {reason} (choose a writable place)"
+    return f"cannot {action} {path}: {exc.strerror or exc}"
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through `write(tmp)` into a temporary file beside `path`, then rename.
+
+    A failure (full disk, Ctrl-C) removes the temporary file and leaves any earlier
+    `path` untouched; OSError becomes a one-line LeukoError.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise LeukoError(os_error_message(exc, path)) from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LeukoError(os_error_message(exc, path)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_json_object(path: Path, what: str = "metadata") -> dict[str, Any]:
+    """A JSON object from `path`, or a one-line LeukoError saying why it is not one."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LeukoError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LeukoError(f"{path} is not readable {what} ({exc})".splitlines()[0]) from None
+    if not isinstance(obj, dict):
+        raise LeukoError(f"{path} is not readable {what} (expected a JSON object)")
+    return obj
+
+
+def ensure_writable_dir(folder: Path, option: str = "--out") -> Path:
+    """Prove `folder` could take files, without creating it; one-line LeukoError otherwise.
+
+    Checked before any work starts, so a read-only or mistaken output never costs a run,
+    and a refused command leaves no empty folder behind.
+    """
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise LeukoError(f"{option} {folder} is a file, not a folder")
+    probe_in = folder
+    while not probe_in.exists():
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if probe_in.exists() and not probe_in.is_dir():
+        raise LeukoError(f"{option} {folder}: {probe_in} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".leuko-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise LeukoError(f"{option}: {os_error_message(exc, folder, 'write to')}") from None
+    return folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def output_lock(folder: Path, what: str) -> Iterator[Path]:
+    """Hold `folder/.leuko.lock` while a command writes `folder`.
+
+    A second run refuses with one line naming the holder's pid; a lock left by a process
+    that no longer exists (on this host) is taken over.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+          "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(lock)
+            pid = int(holder.get("pid", -1))
+            same_host = holder.get("host") in (None, me["host"])
+            if pid > 0 and same_host and not _pid_alive(pid):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            if not holder:  # being written this instant, or unreadable: look again
+                time.sleep(0.05)
+                holder = _read_lock(lock)
+                if not holder:
+                    raise LeukoError(
+                        f"{folder} is locked by {lock}; remove it if no leuko run is using it"
+                    ) from None
+            raise LeukoError(
+                f"{folder} is in use by another leuko run ({holder.get('what', 'a command')}, "
+                f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}); "
+                f"wait for it to finish or choose another output"
+            ) from None
+        except OSError as exc:
+            raise LeukoError(os_error_message(exc, lock, "lock")) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(me, fh)
+        break
+    else:
+        raise LeukoError(f"could not take the lock {lock}; remove it if no leuko run is using it")
+    try:
+        yield lock
+    finally:
+        if _read_lock(lock).get("pid") == me["pid"]:
+            lock.unlink(missing_ok=True)
+
+
+def _read_lock(lock: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(lock.read_text(encoding="utf-8"))
+        return obj if isinstance(obj, dict) else {}
+    except (OSError, ValueError):
+        return {}
