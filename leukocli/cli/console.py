@@ -1,7 +1,8 @@
-"""The one Rich console pair and progress helpers.
+"""The one Rich console pair, the Rich Reporter the core reports through, and tables.
 
-Tables and results go to stdout; progress bars, warnings and errors go to stderr,
-so `leuko predict --format csv > out.csv` stays clean.
+Tables and results go to stdout; progress bars, notes, warnings and errors go to
+stderr, so `leuko predict --format csv > out.csv` stays clean. Only the cli package
+imports this module: the core reports through leukocli._util.progress.Reporter.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -22,35 +24,35 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .._util.progress import Advance, Reporter
+
 console = Console(highlight=False, emoji=False)
 err_console = Console(stderr=True, highlight=False, emoji=False)
 
-_quiet = bool(os.environ.get("LEUKO_QUIET"))
 
-
-def set_quiet(quiet: bool) -> None:
-    """Silence progress bars (e.g. for --format json, or scripts)."""
-    global _quiet
-    _quiet = quiet
+def quiet() -> bool:
+    """LEUKO_QUIET=1 silences notes and bars (warnings and errors still show)."""
+    return bool(os.environ.get("LEUKO_QUIET"))
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+    err_console.print("[yellow]warning:[/yellow] ", end="")
+    err_console.print(message, markup=False, soft_wrap=True)
 
 
 def info(message: str) -> None:
-    if not _quiet:
-        err_console.print(message, soft_wrap=True)
+    if not quiet():
+        err_console.print(message, markup=False, soft_wrap=True)
 
 
 def error_line(message: str) -> None:
-    """Print one error line to stderr without markup interpretation of the message."""
+    """One error line on stderr, the message printed as written (no markup, no emoji)."""
     err_console.print("[red]error:[/red] ", end="")
     err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def make_progress(*extra_columns: object, transient: bool = False) -> Progress:
-    """A progress display on stderr; disabled when quiet."""
+def make_progress(*extra_columns: Any, transient: bool = False) -> Progress:
+    """A progress display on stderr; disabled when quiet or when stderr is not a terminal."""
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -61,12 +63,8 @@ def make_progress(*extra_columns: object, transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         *extra_columns,
     ]
-    return Progress(
-        *columns,  # type: ignore[arg-type]
-        console=err_console,
-        transient=transient,
-        disable=_quiet or not _progress_allowed(),
-    )
+    return Progress(*columns, console=err_console, transient=transient,
+                    disable=quiet() or not _progress_allowed())
 
 
 def _progress_allowed() -> bool:
@@ -74,24 +72,49 @@ def _progress_allowed() -> bool:
     return err_console.is_terminal or bool(os.environ.get("LEUKO_FORCE_PROGRESS"))
 
 
-class _Bar:
-    def __init__(self, progress: Progress, task: int) -> None:
-        self._progress = progress
-        self._task = task
+class RichReporter(Reporter):
+    """Notes and warnings on stderr, one bar per task; tasks may nest (cv's fold bar).
 
-    def advance(self, n: int = 1) -> None:
-        self._progress.advance(self._task, n)  # type: ignore[arg-type]
+    Nested tasks share one live display, so an outer bar over folds stays on screen
+    while each fold's own bars come and go beneath it.
+    """
 
-    def update(self, **kwargs: object) -> None:
-        self._progress.update(self._task, **kwargs)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._depth = 0
 
+    def info(self, message: str) -> None:
+        if self._progress is not None and self._progress.live.is_started and not quiet():
+            self._progress.console.print(message, markup=False, soft_wrap=True)
+        else:
+            info(message)
 
-@contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[_Bar]:
-    """One bar for one loop: `with progress_bar("hashing", n) as bar: ... bar.advance()`."""
-    with make_progress() as progress:
-        task = progress.add_task(description, total=total)
-        yield _Bar(progress, task)
+    def warn(self, message: str) -> None:
+        warn(message)
+
+    @contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Advance]:
+        outer = self._progress is None
+        if outer:
+            self._progress = make_progress()
+            self._progress.start()
+        progress = self._progress
+        assert progress is not None
+        task_id = progress.add_task(description, total=total)
+        self._depth += 1
+
+        def advance(n: int = 1, **fields: Any) -> None:
+            progress.update(task_id, advance=n, **fields)
+
+        try:
+            yield advance
+        finally:
+            self._depth -= 1
+            if outer:
+                progress.stop()
+                self._progress = None
+            else:
+                progress.remove_task(task_id)
 
 
 def simple_table(title: str, columns: list[str], rows: list[list[object]]) -> Table:

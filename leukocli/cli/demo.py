@@ -1,8 +1,8 @@
 """`leuko demo`: the whole chain on synthetic smears, as a new user's first run.
 
-It calls the same functions the subcommands call, inside the demo folder, so the
-folder ends up laid out like a real project (dataset/, splits/, runs/latest) and the
-short commands (`leuko evaluate`, `leuko predict FILE`) work there afterwards.
+It runs the same code the subcommands run, inside the demo folder, so the folder ends
+up laid out like a real project (dataset/, splits/, runs/latest) and the short
+commands (`leuko evaluate`, `leuko predict FILE`) work there afterwards.
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.rule import Rule
 
+from .app import command
 from .console import console
 
-# Small enough to finish in about three minutes on two CPU cores, big enough to learn.
+# Small enough to finish in about a minute on two CPU cores, big enough to learn.
 DEMO_PER_CLASS = 24
 DEMO_SIBLINGS = 4
-DEMO_IMG = "240x320"
+DEMO_IMG = (240, 320)
 
 
 @contextmanager
@@ -33,109 +36,84 @@ def _inside(folder: Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-def _step(title: str, command: str, fn: Callable[[], None]) -> float:
-    console.print(Rule(f"[bold]{title}[/bold]  [dim]$ {command}[/dim]"))
+def _step(title: str, shell: str, fn: Callable[[], None]) -> float:
+    console.print(Rule(f"[bold]{title}[/bold]  [dim]$ {shell}[/dim]"))
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def run_demo(folder: Path, epochs: int = 10) -> None:
-    """Synthesise, dedupe, split, train, evaluate and predict inside `folder`."""
-    from .dedupe import run_dedupe_cli
-    from .evaluate import run_evaluate_cli
-    from .predict import run_predict_cli
-    from .split import run_split_cli
-    from .synth import run_synth_cli
-    from .train import run_train_cli
-
+@command()
+def demo(
+    folder: Annotated[Path, typer.Argument(help="Working folder for the demo.")] = Path(
+        "leuko-demo"
+    ),
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+) -> None:
+    """Run the whole chain on synthetic data: synth, dedupe, split, train, evaluate, predict."""
     folder = folder.expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    timings: list[tuple[str, float]] = []
     with _inside(folder):
-        data = Path("dataset")
-        timings.append((
-            "synth",
-            _step(
-                "1. synthesise a stained-smear dataset",
-                f"leuko synth dataset --per-class {DEMO_PER_CLASS} --siblings {DEMO_SIBLINGS}",
-                lambda: run_synth_cli(
-                    out=data, per_class=DEMO_PER_CLASS, size="240x320", seed=0,
-                    siblings=DEMO_SIBLINGS, plant=True, force=True,
-                ),
-            ),
-        ))
-        timings.append((
-            "dedupe",
-            _step(
-                "2. find duplicates and label conflicts (dry run)",
-                "leuko dedupe dataset --report dedupe.json",
-                lambda: run_dedupe_cli(
-                    data=data, threshold=10, transforms=True, report=Path("dedupe.json"),
-                    apply=False, quarantine=None, undo=None, top=5,
-                ),
-            ),
-        ))
-        timings.append((
-            "split",
-            _step(
-                "3. split by rediscovered siblings, without the duplicates",
-                "leuko split dataset --exclude dedupe.json --val 0.25 --force",
-                lambda: run_split_cli(
-                    data=data, out=Path("splits"), val=0.25, test=0.0, seed=0,
-                    group_by="auto", exclude=Path("dedupe.json"), force=True,
-                ),
-            ),
-        ))
-        timings.append((
-            "train",
-            _step(
-                "4. train the compact CNN (cell crop, CPU recipe)",
-                f"leuko train --backbone compact --batch 16 --epochs {epochs}",
-                lambda: run_train_cli(
-                    train_csv=Path("splits/train.csv"), val_csv=Path("splits/val.csv"),
-                    img=DEMO_IMG, batch=16, epochs=epochs, lr=1e-3, backbone="compact",
-                    weights="none", unfreeze=0, augment=True, class_weights="auto",
-                    patience=epochs, precision="auto", strategy="auto", seed=0,
-                    out=None, resume=False,
-                ),
-            ),
-        ))
-        timings.append((
-            "evaluate",
-            _step(
-                "5. evaluate on the validation split",
-                "leuko evaluate",
-                lambda: run_evaluate_cli(
-                    data=None, model=Path("runs/latest"), json_path=None, out=None, batch=64,
-                    group_by=None, mapping=[], ignore_unknown=False,
-                ),
-            ),
-        ))
-        sample = _first_val_image(Path("splits/val.csv"))
-        timings.append((
-            "predict",
-            _step(
-                "6. classify one image",
-                f"leuko predict {sample}",
-                lambda: run_predict_cli(
-                    paths=[sample], model=Path("runs/latest"), top_k=2, fmt="table", batch=64
-                ),
-            ),
-        ))
+        timings = [(name, _step(title, shell, fn)) for name, title, shell, fn in _steps(epochs)]
     console.print(Rule("[bold]done[/bold]"))
-    console.print(
-        "  ".join(f"{name} {seconds:.1f}s" for name, seconds in timings)
-        + f"  (total {sum(s for _, s in timings):.0f}s)"
-    )
+    console.print("  ".join(f"{name} {seconds:.1f}s" for name, seconds in timings)
+                  + f"  (total {sum(s for _, s in timings):.0f}s)")
     console.print(
         f"Try the short commands yourself: [bold]cd {folder}[/bold], then "
         "[bold]leuko evaluate[/bold] or [bold]leuko predict dataset/MONOCYTE[/bold]."
     )
 
 
-def _first_val_image(val_csv: Path) -> str:
+def _steps(epochs: int) -> list[tuple[str, str, str, Callable[[], None]]]:
+    from .dedupe import dedupe
+    from .split import split
+    from .synth import synth
+
+    return [
+        ("synth", "1. synthesise a stained-smear dataset",
+         f"leuko synth dataset --per-class {DEMO_PER_CLASS} --siblings {DEMO_SIBLINGS} --force",
+         lambda: synth(Path("dataset"), per_class=DEMO_PER_CLASS, size="240x320", seed=0,
+                       siblings=DEMO_SIBLINGS, plant=True, force=True)),
+        ("dedupe", "2. find duplicates and label conflicts (dry run)",
+         "leuko dedupe dataset --report dedupe.json",
+         lambda: dedupe(Path("dataset"), report=Path("dedupe.json"), top=5)),
+        ("split", "3. split by rediscovered siblings, without the duplicates",
+         "leuko split dataset --exclude dedupe.json --val 0.25 --seed 0 --force",
+         lambda: split(Path("dataset"), val=0.25, seed=0, exclude=Path("dedupe.json"),
+                       force=True)),
+        ("train", "4. train the compact CNN (cell crop, CPU recipe)",
+         f"leuko train --backbone compact --batch 16 --epochs {epochs} --seed 0",
+         lambda: _train(epochs)),
+        ("evaluate", "5. evaluate on the validation split", "leuko evaluate", _evaluate),
+        ("predict", "6. classify one image", "leuko predict <one validation image> --top-k 2",
+         _predict),
+    ]
+
+
+def _train(epochs: int) -> None:
+    from ..training.loop import train
+    from ..training.options import TrainOptions
+    from .console import RichReporter
+    from .train import summarize
+
+    opts = TrainOptions(
+        train_csv=str(Path("splits/train.csv").absolute()),
+        val_csv=str(Path("splits/val.csv").absolute()), img_size=DEMO_IMG, batch=16,
+        epochs=epochs, backbone="compact", weights="none", patience=epochs, seed=0,
+    )
+    summarize(train(opts, reporter=RichReporter()))
+
+
+def _evaluate() -> None:
+    from .evaluate import evaluate
+
+    evaluate(None, model=Path("runs/latest"))
+
+
+def _predict() -> None:
     import pandas as pd
 
-    frame = pd.read_csv(val_csv)
-    return str(Path(frame["path"].iloc[0]).relative_to(Path.cwd().resolve()))
+    from .predict import predict
+
+    sample = str(Path(pd.read_csv("splits/val.csv")["path"].iloc[0]).relative_to(Path.cwd()))
+    predict([sample], model=Path("runs/latest"), top_k=2)

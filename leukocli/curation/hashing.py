@@ -130,11 +130,6 @@ def phash_variants(gray: np.ndarray, transforms: bool) -> np.ndarray:
     return np.stack([phash(np.ascontiguousarray(dihedral(gray, k))) for k in ks], axis=1)
 
 
-def popcount(x: np.ndarray) -> np.ndarray:
-    """Number of set bits of each uint64."""
-    return np.bitwise_count(x).astype(np.int64)
-
-
 def _highpass(x: np.ndarray) -> np.ndarray:
     """x minus its 3x3 box blur over axes 1, 2: keeps the red-cell texture, drops the blob.
 

@@ -15,183 +15,42 @@ on both sides and validation accuracy means nothing. This module links such view
    union-find. Pairs already linked are not verified again.
 4. Byte-identical files (sha256) are linked too, across classes.
 
-Per-image features are cached in ``~/.cache/leuko/siblings-v1/`` (or
-``$LEUKO_CACHE_DIR``), keyed by absolute path, size and mtime, and the final groups
-for an unchanged set of files are cached as well, so a second split is fast.
+Per-image features are cached (`keypoints`), and the final groups for an unchanged
+set of files are cached as well, so a second split is fast.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import multiprocessing.context
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .console import info, progress_bar
-from .dataset import file_sha256
+from .._util.bits import popcount_rows
+from .._util.files import file_sha256
+from .._util.parallel import workers
+from .._util.progress import SILENT, Reporter
+from .._util.unionfind import UnionFind
+from .keypoints import (
+    MIN_SIDE,
+    N_FEATURES,
+    Features,
+    cache_dir,
+    compute_features,
+    file_key,
+    spawn_context,
+)
 
-CACHE_VERSION = "siblings-v1"
-N_FEATURES = 400
 VOCAB_SAMPLE = 16_000
 CANDIDATES = 10
 SMALL_CLASS = 64  # classes up to this size are verified all-pairs
 RATIO = 0.8
 MIN_INLIERS = 20
 RANSAC_PX = 5.0
-
-Features = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # pts, desc, pts_m, desc_m
-
-
-def cache_dir() -> Path:
-    """Where sibling features and groups are cached (LEUKO_CACHE_DIR overrides)."""
-    base = os.environ.get("LEUKO_CACHE_DIR")
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "leuko"
-    return root / CACHE_VERSION
-
-
-def _mp() -> multiprocessing.context.BaseContext:
-    # spawn, not fork: forking after BLAS/OpenMP threads have started can deadlock
-    return multiprocessing.get_context("spawn")
-
-
-def _workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-# --------------------------------------------------------------------------- features
-_EMPTY_PTS = np.zeros((0, 2), np.float32)
-_EMPTY_DESC = np.zeros((0, 32), np.uint8)
-
-
-def _orb_features(path: str) -> Features:
-    """ORB keypoints/descriptors of a grayscale, CLAHE-equalised image and its mirror."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    data = np.fromfile(path, dtype=np.uint8)
-    im = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if im is None:
-        return _EMPTY_PTS, _EMPTY_DESC, _EMPTY_PTS, _EMPTY_DESC
-    gray = cv2.cvtColor(im, cv2.COLOR_BGR2GRAY)
-    # Rotation/shift fill is black; its straight edges would match across every image.
-    mask = (im.max(axis=2) > 20).astype(np.uint8) * 255
-    mask = cv2.erode(mask, np.ones((9, 9), np.uint8))
-    gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
-    orb = cv2.ORB_create(  # type: ignore[attr-defined]
-        nfeatures=N_FEATURES, fastThreshold=10
-    )
-    out: list[np.ndarray] = []
-    for g, m in (
-        (gray, mask),
-        (np.ascontiguousarray(gray[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])),
-    ):
-        kps, desc = orb.detectAndCompute(g, m)
-        if desc is None or not kps:
-            out += [_EMPTY_PTS, _EMPTY_DESC]
-        else:
-            out += [np.array([k.pt for k in kps], np.float32), desc.astype(np.uint8)]
-    return out[0], out[1], out[2], out[3]
-
-
-def _file_key(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-
-
-class _FeatureCache:
-    """Per-folder npz files of features, matched entry by entry on path+size+mtime."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.loaded: dict[str, Features] = {}
-        self.dirty: dict[Path, bool] = {}
-
-    def _file(self, folder: Path) -> Path:
-        h = hashlib.sha1(str(folder).encode()).hexdigest()[:16]
-        return self.root / f"features-{h}.npz"
-
-    def load(self, folders: set[Path]) -> None:
-        for folder in folders:
-            f = self._file(folder)
-            if not f.exists():
-                continue
-            try:
-                with np.load(f, allow_pickle=False) as z:
-                    keys = z["keys"]
-                    counts = z["counts"]
-                    pts, desc, pts_m, desc_m = z["pts"], z["desc"], z["pts_m"], z["desc_m"]
-            except (OSError, ValueError, KeyError):
-                continue  # a damaged cache is only a slower run
-            o = np.zeros(2, np.int64)
-            for k, (c, cm) in zip(keys, counts, strict=True):
-                self.loaded[str(k)] = (
-                    pts[o[0] : o[0] + c],
-                    desc[o[0] : o[0] + c],
-                    pts_m[o[1] : o[1] + cm],
-                    desc_m[o[1] : o[1] + cm],
-                )
-                o += (c, cm)
-
-    def save(self, folder: Path, keys: list[str], feats: list[Features]) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self._file(folder).with_suffix(".tmp.npz")
-            np.savez(
-                tmp,
-                keys=np.array(keys, dtype=str),
-                counts=np.array([(len(f[1]), len(f[3])) for f in feats], np.int64).reshape(-1, 2),
-                pts=np.concatenate([f[0] for f in feats] or [_EMPTY_PTS]),
-                desc=np.concatenate([f[1] for f in feats] or [_EMPTY_DESC]),
-                pts_m=np.concatenate([f[2] for f in feats] or [_EMPTY_PTS]),
-                desc_m=np.concatenate([f[3] for f in feats] or [_EMPTY_DESC]),
-            )
-            os.replace(tmp, self._file(folder))
-        except OSError:
-            pass  # read-only home: features are simply recomputed next time
-
-
-def compute_features(paths: Sequence[Path], keys: Sequence[str]) -> list[Features]:
-    """Features for every path, from the cache where the file is unchanged."""
-    cache = _FeatureCache(cache_dir())
-    folders = {p.resolve().parent for p in paths}
-    cache.load(folders)
-    feats: list[Features | None] = [cache.loaded.get(k) for k in keys]
-    todo = [i for i, f in enumerate(feats) if f is None]
-    if todo:
-        info(f"extracting keypoints from {len(todo)} images (cache: {cache.root})")
-        with progress_bar("keypoints", len(todo)) as bar:
-            if len(todo) < 64 or _workers() == 1:
-                for i in todo:
-                    feats[i] = _orb_features(str(paths[i]))
-                    bar.advance()
-            else:
-                with ProcessPoolExecutor(_workers(), mp_context=_mp()) as pool:
-                    it = pool.map(_orb_features, [str(paths[i]) for i in todo], chunksize=32)
-                    for i, f in zip(todo, it, strict=True):
-                        feats[i] = f
-                        bar.advance()
-        done: list[Features] = [f for f in feats if f is not None]
-        by_folder: dict[Path, tuple[list[str], list[Features]]] = {}
-        for p, k, f in zip(paths, keys, done, strict=True):
-            ks, fs = by_folder.setdefault(p.resolve().parent, ([], []))
-            ks.append(k)
-            fs.append(f)
-        for folder, (ks, fs) in by_folder.items():
-            # keep entries of files not in this run (e.g. a subset manifest) as well
-            seen = set(ks)
-            for k, f in cache.loaded.items():
-                if k not in seen and Path(k.split("|", 1)[0]).parent == folder:
-                    ks.append(k)
-                    fs.append(f)
-            cache.save(folder, ks, fs)
-    return [f for f in feats if f is not None]
 
 
 # --------------------------------------------------------------------------- shortlist
@@ -211,16 +70,9 @@ def _kmeans_bits(desc: np.ndarray, k: int) -> np.ndarray:
     return np.packbits(km.cluster_centers_ > 0.5, axis=1)
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
-    """Set bits summed over the last axis (numpy >= 2 has a fast bitwise_count)."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).sum(-1, dtype=np.uint16)
-    return np.unpackbits(x, axis=-1).sum(-1, dtype=np.uint16)
-
-
 def _hamming(desc: np.ndarray, words: np.ndarray) -> np.ndarray:
     """Hamming distances (n, k) between packed descriptors (n, 32) and words (k, 32)."""
-    return _popcount(desc[:, None, :] ^ words[None, :, :])
+    return popcount_rows(desc[:, None, :] ^ words[None, :, :])
 
 
 def _vocabulary(feats: Sequence[Features]) -> tuple[np.ndarray, np.ndarray]:
@@ -253,7 +105,7 @@ def _words(desc: np.ndarray, coarse: np.ndarray, fine: np.ndarray) -> np.ndarray
     hist = np.zeros(len(coarse) * fine.shape[1], np.float32)
     if len(desc):
         c = _hamming(desc, coarse).argmin(1)
-        f = _popcount(desc[:, None, :] ^ fine[c]).argmin(1)
+        f = popcount_rows(desc[:, None, :] ^ fine[c]).argmin(1)
         np.add.at(hist, c * fine.shape[1] + f, 1.0)
     return hist
 
@@ -268,26 +120,26 @@ def _histograms(
 
 
 def _all_histograms(
-    feats: Sequence[Features], coarse: np.ndarray, fine: np.ndarray
+    feats: Sequence[Features], coarse: np.ndarray, fine: np.ndarray, reporter: Reporter
 ) -> tuple[np.ndarray, np.ndarray]:
     chunks = [[(f[1], f[3]) for f in feats[i : i + 256]] for i in range(0, len(feats), 256)]
     hs: list[np.ndarray] = []
     hms: list[np.ndarray] = []
-    with progress_bar("visual words", len(feats)) as bar:
-        if _workers() == 1 or len(chunks) < 4:
+    with reporter.task("visual words", len(feats)) as advance:
+        if workers("processes") == 1 or len(chunks) < 4:
             results = (_histograms(c, coarse, fine) for c in chunks)
             for (h, hm), c in zip(results, chunks, strict=True):
                 hs.append(h)
                 hms.append(hm)
-                bar.advance(len(c))
+                advance(len(c))
         else:
-            with ProcessPoolExecutor(_workers(), mp_context=_mp()) as pool:
+            with ProcessPoolExecutor(workers("processes"), mp_context=spawn_context()) as pool:
                 futs = [pool.submit(_histograms, c, coarse, fine) for c in chunks]
                 for fut, c in zip(futs, chunks, strict=True):
                     h, hm = fut.result()
                     hs.append(h)
                     hms.append(hm)
-                    bar.advance(len(c))
+                    advance(len(c))
     return np.concatenate(hs), np.concatenate(hms)
 
 
@@ -365,7 +217,7 @@ def _link_class(feats: list[Features], candidates: list[list[int]]) -> list[int]
     import cv2
 
     cv2.setNumThreads(1)
-    uf = _UnionFind(len(feats))
+    uf = UnionFind(len(feats))
     for i, cands in enumerate(candidates):
         for j in cands:
             if uf.find(i) == uf.find(j):
@@ -375,72 +227,31 @@ def _link_class(feats: list[Features], candidates: list[list[int]]) -> list[int]
     return [uf.find(i) for i in range(len(feats))]
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, x: int) -> int:
-        p = self.parent
-        while p[x] != x:
-            p[x] = p[p[x]]
-            x = p[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 # --------------------------------------------------------------------------- public
-@dataclass(frozen=True)
-class SiblingStats:
-    images: int
-    groups: int
-    largest: int
-    cached: bool
-
-
-last_stats: SiblingStats | None = None
-
-
-def discover_groups(paths: Sequence[Path], labels: Sequence[str]) -> list[str]:
-    """One group id per path: images that are views of one original share an id.
-
-    Siblings are searched within a label (augmentation never changes a cell's class);
-    byte-identical files are joined across labels so a copy filed under two classes
-    is never split apart. Ids look like ``s00001``, numbered by first appearance.
-    """
-    global last_stats
-    if len(paths) != len(labels):
-        raise ValueError("paths and labels must have the same length")
-    paths = [Path(p) for p in paths]
-    n = len(paths)
-    if n == 0:
-        return []
-    keys = [_file_key(p) for p in paths]
+def _groups_cache_file(keys: Sequence[str], labels: Sequence[str]) -> Path:
     params = (
         f"{N_FEATURES},{_COARSE}x{_FINE},{VOCAB_SAMPLE},"
-        f"{CANDIDATES},{RATIO},{MIN_INLIERS},{RANSAC_PX}"
+        f"{CANDIDATES},{RATIO},{MIN_INLIERS},{RANSAC_PX},{MIN_SIDE}"
     )
     digest = hashlib.sha1(
         "\n".join([params, *(f"{k}|{lab}" for k, lab in zip(keys, labels, strict=True))]).encode()
     ).hexdigest()
-    gfile = cache_dir() / f"groups-{digest[:24]}.json"
+    return cache_dir() / f"groups-{digest[:24]}.json"
+
+
+def _read_cached_groups(gfile: Path, n: int) -> list[str] | None:
     try:
         cached = json.loads(gfile.read_text())
-        if isinstance(cached, list) and len(cached) == n:
-            groups = [str(g) for g in cached]
-            last_stats = _stats(groups, True)
-            info(f"sibling groups reused from cache {gfile}")
-            return groups
     except (OSError, ValueError):
-        pass
+        return None
+    if isinstance(cached, list) and len(cached) == n:
+        return [str(g) for g in cached]
+    return None
 
-    feats = compute_features(paths, keys)
-    uf = _UnionFind(n)
 
-    with progress_bar("hashing", n) as bar:
+def _link_identical(paths: Sequence[Path], uf: UnionFind, reporter: Reporter) -> None:
+    """Byte-identical files are one picture, across classes too."""
+    with reporter.task("hashing", len(paths)) as advance:
         by_hash: dict[str, int] = {}
         for i, p in enumerate(paths):
             h = file_sha256(p)
@@ -448,46 +259,49 @@ def discover_groups(paths: Sequence[Path], labels: Sequence[str]) -> list[str]:
                 uf.union(by_hash[h], i)
             else:
                 by_hash[h] = i
-            bar.advance()
+            advance()
 
-    classes = sorted(set(labels))
-    members = {c: [i for i in range(n) if labels[i] == c] for c in classes}
-    shortlists: dict[str, list[list[int]]] = {}
+
+def _shortlists(
+    feats: Sequence[Features], members: dict[str, list[int]], reporter: Reporter
+) -> dict[str, list[list[int]]]:
+    """Candidate partners per image within its class: all pairs when small, else words."""
     if max(len(m) for m in members.values()) <= SMALL_CLASS:
         # small data: verifying every pair is cheaper than building a vocabulary
-        for c in classes:
-            m = len(members[c])
-            shortlists[c] = [[j for j in range(m) if j != i] for i in range(m)]
-    else:
-        info("building visual vocabulary")
-        coarse, fine = _vocabulary(feats)
-        h_all, hm_all = _all_histograms(feats, coarse, fine)
-        for c in classes:
-            sel = np.array(members[c])
-            shortlists[c] = _shortlist(h_all[sel], hm_all[sel], CANDIDATES)
+        return {c: [[j for j in range(len(m)) if j != i] for i in range(len(m))]
+                for c, m in members.items()}
+    reporter.info("building visual vocabulary")
+    coarse, fine = _vocabulary(feats)
+    h_all, hm_all = _all_histograms(feats, coarse, fine, reporter)
+    return {c: _shortlist(h_all[np.array(m)], hm_all[np.array(m)], CANDIDATES)
+            for c, m in members.items()}
 
-    with progress_bar("verifying siblings", n) as bar:
-        jobs = [(c, [feats[i] for i in members[c]], shortlists[c]) for c in classes]
-        if _workers() == 1 or len(jobs) == 1 or n < 200:
-            results = []
-            for c, fs, sl in jobs:
-                results.append(_link_class(fs, sl))
-                bar.advance(len(members[c]))
-        else:
-            # largest classes first so the two workers finish together
-            order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][1]))
-            with ProcessPoolExecutor(_workers(), mp_context=_mp()) as pool:
-                futs = {j: pool.submit(_link_class, jobs[j][1], jobs[j][2]) for j in order}
-                results_by = {}
-                for j in order:
-                    results_by[j] = futs[j].result()
-                    bar.advance(len(members[jobs[j][0]]))
-            results = [results_by[j] for j in range(len(jobs))]
-    for c, roots in zip(classes, results, strict=True):
-        idx = members[c]
-        for local, root in enumerate(roots):
-            uf.union(idx[local], idx[root])
 
+def _verify_all(
+    feats: Sequence[Features], members: dict[str, list[int]],
+    shortlists: dict[str, list[list[int]]], reporter: Reporter,
+) -> dict[str, list[int]]:
+    """Verified sibling roots per class, in worker processes when there is enough work."""
+    jobs = {c: ([feats[i] for i in m], shortlists[c]) for c, m in members.items()}
+    n = sum(len(m) for m in members.values())
+    results: dict[str, list[int]] = {}
+    with reporter.task("verifying siblings", n) as advance:
+        if workers("processes") == 1 or len(jobs) == 1 or n < 200:
+            for c, (fs, sl) in jobs.items():
+                results[c] = _link_class(fs, sl)
+                advance(len(members[c]))
+            return results
+        # largest classes first so the two workers finish together
+        order = sorted(jobs, key=lambda c: -len(members[c]))
+        with ProcessPoolExecutor(workers("processes"), mp_context=spawn_context()) as pool:
+            futs = {c: pool.submit(_link_class, *jobs[c]) for c in order}
+            for c in order:
+                results[c] = futs[c].result()
+                advance(len(members[c]))
+    return results
+
+
+def _name_groups(uf: UnionFind, n: int) -> list[str]:
     names: dict[int, str] = {}
     groups = []
     for i in range(n):
@@ -495,19 +309,52 @@ def discover_groups(paths: Sequence[Path], labels: Sequence[str]) -> list[str]:
         if r not in names:
             names[r] = f"s{len(names) + 1:05d}"
         groups.append(names[r])
+    return groups
+
+
+def discover_groups(
+    paths: Sequence[Path], labels: Sequence[str], reporter: Reporter = SILENT
+) -> list[str]:
+    """One group id per path: images that are views of one original share an id.
+
+    Siblings are searched within a label (augmentation never changes a cell's class);
+    byte-identical files are joined across labels so a copy filed under two classes
+    is never split apart. Images too small to carry keypoints stay alone (and are
+    named in one warning). Ids look like ``s00001``, numbered by first appearance.
+    """
+    if len(paths) != len(labels):
+        raise ValueError("paths and labels must have the same length")
+    paths = [Path(p) for p in paths]
+    n = len(paths)
+    if n == 0:
+        return []
+    keys = [file_key(p) for p in paths]
+    gfile = _groups_cache_file(keys, labels)
+    cached = _read_cached_groups(gfile, n)
+    if cached is not None:
+        reporter.info(f"sibling groups reused from cache {gfile}")
+        return cached
+    feats = compute_features(paths, keys, reporter)
+    tiny = [p for p, f in zip(paths, feats, strict=True) if len(f[1]) == 0 and len(f[3]) == 0]
+    if tiny:
+        reporter.warn(
+            f"{len(tiny)} image(s) carry no keypoints (too small or featureless, e.g. "
+            f"{tiny[0].name}): each stays its own group"
+        )
+    uf = UnionFind(n)
+    _link_identical(paths, uf, reporter)
+    members = {c: [i for i in range(n) if labels[i] == c] for c in sorted(set(labels))}
+    roots = _verify_all(feats, members, _shortlists(feats, members, reporter), reporter)
+    for c, local_roots in roots.items():
+        idx = members[c]
+        for local, root in enumerate(local_roots):
+            uf.union(idx[local], idx[root])
+    groups = _name_groups(uf, n)
     try:
         gfile.parent.mkdir(parents=True, exist_ok=True)
         tmp = gfile.with_suffix(".tmp")
         tmp.write_text(json.dumps(groups))
         os.replace(tmp, gfile)
     except OSError:
-        pass
-    last_stats = _stats(groups, False)
+        pass  # a read-only cache only makes the next run slower
     return groups
-
-
-def _stats(groups: list[str], cached: bool) -> SiblingStats:
-    from collections import Counter
-
-    counts = Counter(groups)
-    return SiblingStats(len(groups), len(counts), max(counts.values(), default=0), cached)

@@ -6,8 +6,9 @@ and unreadable files become reported problems instead of crashes further down.
 
 from __future__ import annotations
 
-import hashlib
 import re
+import warnings
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ from typing import Literal
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from .console import progress_bar
-from .errors import LeukoError
+from .._util.parallel import workers
+from .._util.progress import SILENT, Reporter
+from ..errors import LeukoError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 CheckMode = Literal["decode", "header", "none"]
@@ -86,15 +88,6 @@ class Dataset:
         return out
 
 
-def file_sha256(path: Path) -> str:
-    """Content identity of a file (streamed, so large files cost no memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -120,8 +113,21 @@ def check_image(path: Path, mode: CheckMode = "decode") -> str | None:
     'decode' decodes at reduced scale (JPEG draft mode), which catches truncated files
     for a fraction of a full decode; 'header' only identifies the format.
     """
+    return _check(path, mode)[0]
+
+
+def _check(path: Path, mode: CheckMode) -> tuple[str | None, bool]:
+    """(reason or None, whether Pillow called it a possible decompression bomb)."""
     if mode == "none":
-        return None
+        return None, False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        reason = _open_and_check(path, mode)
+    big = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+    return reason, big
+
+
+def _open_and_check(path: Path, mode: CheckMode) -> str | None:
     try:
         with Image.open(path) as im:
             if mode == "header":
@@ -132,7 +138,11 @@ def check_image(path: Path, mode: CheckMode = "decode") -> str | None:
             if im.width < 1 or im.height < 1:
                 return "image has no pixels"
     except FileNotFoundError:
-        return "file not found"
+        return "broken symbolic link (its target is missing)" if path.is_symlink() else (
+            "file not found"
+        )
+    except Image.DecompressionBombError:
+        return f"too large to decode safely (over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels)"
     except UnidentifiedImageError:
         return "not an image (format not recognised)"
     except (OSError, SyntaxError, ValueError) as exc:  # truncated, corrupt
@@ -143,39 +153,82 @@ def check_image(path: Path, mode: CheckMode = "decode") -> str | None:
 
 
 def check_images(
-    paths: Sequence[Path], mode: CheckMode = "decode", description: str = "checking images"
+    paths: Sequence[Path],
+    mode: CheckMode = "decode",
+    description: str = "checking images",
+    reporter: Reporter = SILENT,
 ) -> list[str | None]:
-    """Check many images in parallel (Pillow releases the GIL while decoding)."""
+    """Check many images in parallel (Pillow releases the GIL while decoding).
+
+    Very large images (Pillow's decompression-bomb warning) stay usable and are named
+    in one warning line instead of Pillow's two-line Python warning per file.
+    """
     if mode == "none" or not paths:
         return [None] * len(paths)
     results: list[str | None] = []
-    with progress_bar(description, len(paths)) as bar, ThreadPoolExecutor(4) as pool:
-        for reason in pool.map(lambda p: check_image(p, mode), paths, chunksize=32):
+    big: list[Path] = []
+    with reporter.task(description, len(paths)) as advance, ThreadPoolExecutor(workers()) as pool:
+        for path, (reason, bomb) in zip(
+            paths, pool.map(lambda p: _check(p, mode), paths, chunksize=32), strict=True
+        ):
             results.append(reason)
-            bar.advance()
+            if bomb and reason is None:
+                big.append(path)
+            advance()
+    if big:
+        reporter.warn(
+            f"{len(big)} very large image(s) (over {Image.MAX_IMAGE_PIXELS:,} pixels, e.g. "
+            f"{big[0].name}): usable, but slow to decode"
+        )
     return results
 
 
-def scan(path: str | Path, check: CheckMode = "decode") -> Dataset:
+def scan(path: str | Path, check: CheckMode = "decode", reporter: Reporter = SILENT) -> Dataset:
     """Scan a class-folder tree (DIR/<CLASS>/*.jpg) or a CSV manifest (path,label[,group])."""
     p = Path(path).expanduser()
     if not p.exists():
         raise LeukoError(f"{p}: no such file or directory")
     if p.is_file():
         if p.suffix.lower() == ".csv":
-            return _scan_manifest(p, check)
+            return _scan_manifest(p, check, reporter)
         raise LeukoError(
             f"{p} is a file; expected a dataset folder (DIR/<CLASS>/*.jpg) or a CSV manifest"
         )
-    return _scan_folder(p, check)
+    if not p.is_dir():
+        raise LeukoError(f"{p} is neither a folder nor a CSV manifest")
+    return _scan_folder(p, check, reporter)
 
 
-def _scan_folder(root: Path, check: CheckMode) -> Dataset:
-    root = root.resolve()
-    class_dirs = sorted(
-        (d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
-        key=lambda d: d.name,
+def _class_dirs(root: Path) -> list[Path]:
+    try:
+        entries = list(root.iterdir())
+    except OSError as exc:
+        raise LeukoError(f"cannot list {root}: {exc.strerror or exc}") from None
+    return sorted(
+        (d for d in entries if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name
     )
+
+
+def _list_class(d: Path, root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """(images, other files, broken links) under one class folder."""
+    found: list[Path] = []
+    others: list[Path] = []
+    broken: list[Path] = []
+    for f in sorted(d.rglob("*")):
+        if _hidden(f, root):
+            continue
+        if f.is_symlink() and not f.exists():
+            if is_image_name(f.name):
+                broken.append(f)
+            continue
+        if f.is_file():
+            (found if is_image_name(f.name) else others).append(f)
+    return found, others, broken
+
+
+def _scan_folder(root: Path, check: CheckMode, reporter: Reporter) -> Dataset:
+    root = root.resolve()
+    class_dirs = _class_dirs(root)
     if not class_dirs:
         loose = [f for f in root.iterdir() if f.is_file() and is_image_name(f.name)]
         if loose:
@@ -187,13 +240,12 @@ def _scan_folder(root: Path, check: CheckMode) -> Dataset:
 
     files: dict[str, list[Path]] = {}
     others: list[Path] = []
+    broken: list[Path] = []
     for d in class_dirs:
-        found: list[Path] = []
-        for f in sorted(d.rglob("*")):
-            if not f.is_file() or _hidden(f, root):
-                continue
-            (found if is_image_name(f.name) else others).append(f)
+        found, other, dead = _list_class(d, root)
         files[d.name] = found
+        others += other
+        broken += dead
 
     if all(all(f.parent != d for f in files[d.name]) for d in class_dirs) and any(
         files.values()
@@ -208,13 +260,16 @@ def _scan_folder(root: Path, check: CheckMode) -> Dataset:
         raise LeukoError(f"class folder {root / empty[0]} holds no images")
 
     candidates = [(f, d) for d, fs in files.items() for f in fs]
-    reasons = check_images([f for f, _ in candidates], check)
+    reasons = check_images([f for f, _ in candidates], check, reporter=reporter)
     records: list[Record] = []
     problems: list[Problem] = [
         Problem(
             f, f.relative_to(root).as_posix(), f"not an image file ({f.suffix or 'no extension'})"
         )
         for f in others
+    ] + [
+        Problem(f, f.relative_to(root).as_posix(), "broken symbolic link (its target is missing)")
+        for f in broken
     ]
     for (f, label), reason in zip(candidates, reasons, strict=True):
         rel = f.relative_to(root).as_posix()
@@ -225,14 +280,15 @@ def _scan_folder(root: Path, check: CheckMode) -> Dataset:
     return Dataset(root, root, "folder", records, problems, [d.name for d in class_dirs])
 
 
-def _scan_manifest(csv_path: Path, check: CheckMode) -> Dataset:
-    csv_path = csv_path.resolve()
+def _read_manifest(csv_path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise LeukoError(f"{csv_path} is empty (needs columns path,label[,group])") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise LeukoError(f"{csv_path} is not a readable CSV ({exc})".splitlines()[0]) from None
+    except OSError as exc:
+        raise LeukoError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
     missing = [c for c in ("path", "label") if c not in frame.columns]
     if missing:
         raise LeukoError(
@@ -241,6 +297,36 @@ def _scan_manifest(csv_path: Path, check: CheckMode) -> Dataset:
         )
     if frame.empty:
         raise LeukoError(f"{csv_path} has no rows")
+    return frame
+
+
+def _manifest_conflicts(paths: Sequence[Path], labels: Sequence[str]) -> dict[int, str]:
+    """Rows naming a file another row names too: a label conflict, or a repeat.
+
+    A file listed under two labels would be trained as both (a label conflict, as dedupe
+    calls it) and every row of it is left out; a file listed twice with one label is kept
+    once.
+    """
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, q in enumerate(paths):
+        rows[str(q.resolve())].append(i)
+    out: dict[int, str] = {}
+    for idx in rows.values():
+        if len(idx) < 2:
+            continue
+        found = sorted({labels[i] for i in idx if labels[i]})
+        if len(found) > 1:
+            for i in idx:
+                out[i] = f"label conflict: the manifest lists this file as {' and '.join(found)}"
+        else:
+            for i in idx[1:]:
+                out[i] = f"listed again (row {idx[0] + 2} already has it); used once"
+    return out
+
+
+def _scan_manifest(csv_path: Path, check: CheckMode, reporter: Reporter) -> Dataset:
+    csv_path = csv_path.resolve()
+    frame = _read_manifest(csv_path)
     root = csv_path.parent
     extra_cols = [c for c in frame.columns if c not in ("path", "label", "group", "label_id")]
     has_group = "group" in frame.columns
@@ -248,24 +334,23 @@ def _scan_manifest(csv_path: Path, check: CheckMode) -> Dataset:
     for raw in frame["path"]:
         q = Path(raw).expanduser()
         paths.append(q if q.is_absolute() else (root / q))
-    reasons = check_images(paths, check)
+    labels = [str(v).strip() for v in frame["label"]]
+    conflicts = _manifest_conflicts(paths, labels)
+    reasons = check_images(paths, check, reporter=reporter)
     records: list[Record] = []
     problems: list[Problem] = []
     for i, (q, reason) in enumerate(zip(paths, reasons, strict=True)):
         row = frame.iloc[i]
         rel = _rel(q, root)
-        label = str(row["label"]).strip()
-        if not label:
-            problems.append(Problem(q, rel, "empty label"))
-            continue
         if check == "none" and not q.exists():
             reason = "file not found"
+        reason = reason or ("empty label" if not labels[i] else conflicts.get(i))
         if reason is not None:
             problems.append(Problem(q, rel, reason))
             continue
         group = str(row["group"]) if has_group and str(row["group"]) != "" else None
         extra = {c: str(row[c]) for c in extra_cols}
-        records.append(Record(path=q.resolve(), label=label, rel=rel, group=group, extra=extra))
+        records.append(Record(path=q.resolve(), label=labels[i], rel=rel, group=group, extra=extra))
     if not records:
         raise LeukoError(f"{csv_path}: none of its {len(frame)} rows is a readable image")
     classes = sorted({r.label for r in records})

@@ -1,11 +1,14 @@
-"""PNG plots for evaluation (matplotlib, headless Agg backend)."""
+"""PNG plots of runs and evaluations (matplotlib, headless Agg backend)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from .history import as_frame
 
 
 def plot_confusion(
@@ -49,3 +52,41 @@ def plot_confusion(
         fig.savefig(path, dpi=120)
     finally:
         plt.close(fig)
+
+
+def plot_curves(
+    history: pd.DataFrame | Mapping[str, Sequence[float]] | Path,
+    out: Path,
+    title: str | None = None,
+) -> Path:
+    """Loss and accuracy, training vs validation, side by side (like the paper's figure 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = as_frame(history)
+    epochs = (frame["epoch"] + 1).tolist() if "epoch" in frame.columns else list(
+        range(1, len(frame) + 1)
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in (
+        (axes[0], "loss", "loss"),
+        (axes[1], "accuracy", "accuracy"),
+    ):
+        for key, name, style in ((metric, "training", "-o"), (f"val_{metric}", "validation", "-s")):
+            if key in frame.columns:
+                ax.plot(epochs, frame[key].tolist(), style, label=name, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,37 +1,34 @@
-"""`leuko predict`: classify image files, folders or globs with a saved run.
+"""Classifying image files, folders or globs with a saved run.
 
 The model is loaded once and images stream through the same batched tf.data loader as
-training, so throughput is close to the model's own forward-pass rate. Output is a Rich
-table for people, or clean CSV/JSON on stdout for scripts; unreadable files are reported
-on stderr with their reason and make the exit code 1 without stopping the rest.
+training, so throughput is close to the model's own forward-pass rate. Results are
+plain data (PredictResult) with CSV and JSON writers for scripts; unreadable files
+become per-file errors instead of stopping the rest.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.text import Text
 
-from .bundle import Bundle, load_bundle, resolve_run_dir
-from .console import console, err_console, progress_bar
-from .dataset import check_images, find_images
-from .errors import EXIT_PARTIAL, LeukoError
+from .._util.progress import SILENT, Reporter
+from ..data.dataset import check_images, find_images
+from ..errors import LeukoError
+from ..modeling.augment import check_tta
+from ..modeling.bundle import Bundle
 
 FORMATS = ("table", "csv", "json")
 
 
-def check_tta(tta: int) -> None:
-    from .loader import MAX_TTA
-
-    if not 1 <= tta <= MAX_TTA:
-        raise LeukoError(f"--tta must be between 1 (off) and {MAX_TTA} views (got {tta})")
+def check_batch(batch: int) -> None:
+    """The one check of --batch."""
+    if batch < 1:
+        raise LeukoError(f"--batch must be at least 1 (got {batch})")
 
 
 def predict_probs(
@@ -40,17 +37,18 @@ def predict_probs(
     batch: int = 64,
     description: str = "predicting",
     tta: int = 1,
+    reporter: Reporter = SILENT,
 ) -> np.ndarray:
     """Class probabilities (n, n_classes) for `paths`, in order, with a progress bar.
 
     With `tta` > 1 each batch is also seen flipped and slightly turned (loader.tta_views)
     and the softmax outputs are averaged: errors on this data sit on particular views.
     """
-    from ._tf import tf
-    from .loader import build_dataset, tta_views
+    from .._tf import tf
+    from ..modeling.augment import tta_views
+    from ..modeling.loader import build_dataset
 
-    if batch < 1:
-        raise LeukoError(f"--batch must be at least 1 (got {batch})")
+    check_batch(batch)
     check_tta(tta)
     n = len(paths)
     if n == 0:
@@ -58,7 +56,7 @@ def predict_probs(
     ds = build_dataset([str(p) for p in paths], None, bundle.img_size, batch, training=False)
     chunks: list[np.ndarray] = []
     done = 0
-    with progress_bar(description, n) as bar:
+    with reporter.task(description, n) as advance:
         try:
             for x in ds:
                 if isinstance(x, tuple):
@@ -71,7 +69,7 @@ def predict_probs(
                 else:
                     out = bundle.model.predict_on_batch(x)
                 chunks.append(np.asarray(out, dtype=np.float32))
-                bar.advance(int(x.shape[0]))
+                advance(int(x.shape[0]))
                 done += int(x.shape[0])
         except tf.errors.OpError as exc:
             first = (exc.message or str(exc)).strip().splitlines()[0][:200]
@@ -126,14 +124,18 @@ def predict_paths(
     check: bool = True,
     collected: tuple[list[Path], list[tuple[str, str]]] | None = None,
     tta: int = 1,
+    reporter: Reporter = SILENT,
 ) -> PredictResult:
     """Classify the readable images among `paths`; unreadable ones become errors."""
     files, errors = collected if collected is not None else collect_images(paths)
     errors = list(errors)
-    reasons = check_images(files, "decode", "checking images") if check else [None] * len(files)
+    reasons = (
+        check_images(files, "decode", "checking images", reporter)
+        if check else [None] * len(files)
+    )
     good = [p for p, r in zip(files, reasons, strict=True) if r is None]
     errors += [(str(p), r) for p, r in zip(files, reasons, strict=True) if r is not None]
-    probs = predict_probs(bundle, good, batch, tta=tta)
+    probs = predict_probs(bundle, good, batch, tta=tta, reporter=reporter)
     preds = [Prediction(str(p), probs[i]) for i, p in enumerate(good)]
     return PredictResult(list(bundle.classes), preds, errors)
 
@@ -177,68 +179,3 @@ def to_json(result: PredictResult, k: int) -> list[dict[str, Any]]:
         )
     out += [{"path": path, "error": reason} for path, reason in result.errors]
     return out
-
-
-def render_table(result: PredictResult, k: int) -> None:
-    from rich.table import Table
-
-    n = len(result.predictions)
-    table = Table(title=f"{n} image{'s' if n != 1 else ''}", title_justify="left")
-    table.add_column("path", overflow="fold")
-    table.add_column("predicted", style="bold")
-    table.add_column("probability", justify="right")
-    ordinals = {2: "2nd", 3: "3rd"}
-    for i in range(2, k + 1):
-        table.add_column(ordinals.get(i, f"{i}th"))
-    for p in result.predictions:
-        top = p.top(result.classes, k)
-        cells = [p.path, top[0][0], f"{top[0][1]:.3f}"]
-        cells += [f"{lab} {pr:.3f}" for lab, pr in top[1:]]
-        table.add_row(*cells)
-    console.print(table)
-
-
-def run_predict_cli(
-    paths: list[str],
-    model: Path,
-    top_k: int = 1,
-    fmt: str = "table",
-    batch: int = 64,
-    tta: int = 1,
-) -> None:
-    """The `leuko predict` command."""
-    fmt = fmt.lower().strip()
-    if fmt not in FORMATS:
-        raise LeukoError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
-    if top_k < 1:
-        raise LeukoError(f"--top-k must be at least 1 (got {top_k})")
-    if batch < 1:
-        raise LeukoError(f"--batch must be at least 1 (got {batch})")
-    check_tta(tta)
-    if not paths:
-        raise LeukoError("give at least one image file, folder or glob")
-    resolve_run_dir(model)  # fail fast, before scanning, when there is no model at all
-    collected = collect_images(paths)
-    bundle = load_bundle(model)
-    k = min(top_k, bundle.n_classes)
-    result = predict_paths(paths, bundle, batch, collected=collected, tta=tta)
-
-    for path, reason in result.errors:
-        err_console.print(
-            Text.assemble(("skipped ", "yellow"), f"{path}: {reason}"), soft_wrap=True
-        )
-    if fmt == "csv":
-        write_csv(result, k, sys.stdout)
-        sys.stdout.flush()
-    elif fmt == "json":
-        sys.stdout.write(json.dumps(to_json(result, k), indent=2) + "\n")
-        sys.stdout.flush()
-    else:
-        render_table(result, k)
-    if result.errors:
-        n_bad = len(result.errors)
-        raise LeukoError(
-            f"{n_bad} of {n_bad + len(result.predictions)} inputs could not be classified "
-            "(reasons above)",
-            exit_code=EXIT_PARTIAL,
-        )

@@ -6,18 +6,17 @@ flags, so a model cannot silently be fed the wrong input or read with the wrong 
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import LeukoError
+from .._util.files import atomic_write, atomic_write_json, os_error_message, read_json_object
+from ..errors import LeukoError
 
 if TYPE_CHECKING:  # keras (and TensorFlow) load only when a model is really needed
-    from ._tf import keras
+    from .._tf import keras
 
 MODEL_FILE = "model.keras"
 META_FILE = "leuko.json"
@@ -49,64 +48,85 @@ class Bundle:
 
 
 def save_bundle(run_dir: Path, model: keras.Model, meta: dict[str, Any]) -> None:
-    """Write run_dir/model.keras and run_dir/leuko.json (both replaced atomically)."""
-    from ._tf import keras
+    """Write run_dir/model.keras and run_dir/leuko.json, each replaced atomically.
 
+    A failed save (a full disk, say) leaves the earlier model.keras in place, removes
+    its temporary file and raises one line that says what to free.
+    """
     run_dir = Path(run_dir)
     if "classes" not in meta or not list(meta["classes"]):
         raise ValueError("bundle metadata needs a non-empty 'classes' list")
     if "img_size" not in meta or len(meta["img_size"]) != 2:
         raise ValueError("bundle metadata needs 'img_size' as [height, width]")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from .._tf import keras
+
     full = dict(meta)
     full["classes"] = [str(c) for c in meta["classes"]]
     full["img_size"] = [int(meta["img_size"][0]), int(meta["img_size"][1])]
     full.setdefault("backbone", None)
     full.setdefault("preprocessing", "inside the model: input is raw 0-255 float32 RGB")
     full.setdefault("keras_version", keras.__version__)
-
-    # Save under a temporary name first: an interrupted save never leaves a half model.
-    tmp_model = run_dir / f".{MODEL_FILE}.tmp.keras"
-    model.save(tmp_model)
-    os.replace(tmp_model, run_dir / MODEL_FILE)
-    _write_text_atomic(run_dir / META_FILE, json.dumps(full, indent=2, default=str) + "\n")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LeukoError(os_error_message(exc, run_dir, "create")) from None
+    atomic_write(run_dir / MODEL_FILE, lambda tmp: _save_keras(model, tmp))
+    atomic_write_json(run_dir / META_FILE, full)
 
 
-def point_latest(run_dir: Path) -> None:
-    """Atomically point `<runs>/latest` (beside run_dir) at run_dir with a relative symlink.
+def _save_keras(model: keras.Model, tmp: Path) -> None:
+    # Keras insists on the .keras suffix; save beside the temporary name, then move.
+    target = tmp.with_name(tmp.name + ".keras")
+    try:
+        model.save(target)
+        os.replace(target, tmp)
+    finally:
+        target.unlink(missing_ok=True)
 
-    Where symlinks are not allowed (some Windows setups), `latest` becomes a text file
-    holding the run directory's name; `resolve_run_dir` understands both.
+
+def is_leuko_pointer(latest: Path) -> bool:
+    """True when `latest` is leuko's own: a symlink, or a one-line file naming a sibling run."""
+    if latest.is_symlink():
+        return True
+    if not latest.is_file():
+        return False
+    try:
+        if latest.stat().st_size > 4096:
+            return False
+        name = latest.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(name) and "/" not in name and (latest.parent / name / META_FILE).exists()
+
+
+def point_latest(run_dir: Path) -> str | None:
+    """Point `<runs>/latest` (beside run_dir) at run_dir; call only once a model is saved.
+
+    A relative symlink where symlinks work, else a one-line file naming the run. Returns
+    None when done, or why `latest` was left alone: leuko never replaces a file or
+    folder it did not create.
     """
     run_dir = Path(run_dir)
     latest = run_dir.parent / LATEST
+    if (latest.exists() or latest.is_symlink()) and not is_leuko_pointer(latest):
+        kind = "folder" if latest.is_dir() else "file"
+        return (
+            f"{latest} is a {kind} leuko did not create; left it alone "
+            f"(not pointed at {run_dir.name})"
+        )
     tmp = run_dir.parent / f".{LATEST}.{os.getpid()}.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
+    tmp.unlink(missing_ok=True)
     try:
         os.symlink(run_dir.name, tmp, target_is_directory=True)
     except (OSError, NotImplementedError):
-        if latest.is_dir() and not latest.is_symlink():
-            raise LeukoError(
-                f"{latest} is a real directory; cannot point it at {run_dir}"
-            ) from None
-        _write_text_atomic(latest, run_dir.name + "\n")
-        return
-    if latest.is_dir() and not latest.is_symlink():
-        tmp.unlink()
-        raise LeukoError(f"{latest} is a real directory; cannot point it at {run_dir}")
-    os.replace(tmp, latest)
+        atomic_write(latest, lambda t: t.write_text(run_dir.name + "\n", encoding="utf-8"))
+        return None
+    try:
+        os.replace(tmp, latest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        return f"could not point {latest} at {run_dir.name} ({exc.strerror or exc})"
+    return None
 
 
 def resolve_run_dir(path: Path) -> Path:
@@ -133,27 +153,13 @@ def resolve_run_dir(path: Path) -> Path:
     return p.resolve()
 
 
-def _read_meta(meta_path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        msg = f"{meta_path} is not readable run metadata ({exc})".splitlines()[0]
-        raise LeukoError(msg) from None
-    if not isinstance(meta, dict):
-        raise LeukoError(f"{meta_path} is not readable run metadata (expected a JSON object)")
-    return meta
-
-
 def _load_model(model_path: Path, trusted: bool) -> keras.Model:
     # Custom layers registered by leukocli.model must be importable before deserialising.
     import importlib
 
-    from ._tf import keras
+    from .._tf import keras
 
-    try:
-        importlib.import_module("leukocli.model")
-    except Exception:  # noqa: BLE001 - a missing or broken optional module must not block loading
-        pass
+    importlib.import_module("leukocli.modeling.layers")
     if not zipfile.is_zipfile(model_path):
         raise LeukoError(f"{model_path} is not a Keras model file (a .keras file is a zip archive)")
     try:
@@ -197,51 +203,45 @@ def locate(path: Path) -> tuple[Path, Path, Path | None]:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """The run metadata for a --model argument without loading the model (cheap: no TF).
+    """The run metadata for a --model argument without loading the model (cheap: no TF)."""
+    model_path, meta_path, _ = locate(path)
+    return read_run_meta(meta_path, model_path)
 
-    Empty when a bare .keras file has no leuko.json beside it.
+
+def read_run_meta(meta_path: Path, model_path: Path) -> dict[str, Any]:
+    """The run metadata a model needs (classes, image size), or one line naming what lacks.
+
+    A Keras file without leuko's metadata is refused: its output order means nothing
+    without class names, and guessing them (class_0 ...) would print confident nonsense.
     """
-    _, meta_path, _ = locate(path)
-    return _read_meta(meta_path) if meta_path.exists() else {}
+    if not meta_path.exists():
+        raise LeukoError(
+            f"{model_path} has no {META_FILE} beside it: leuko needs a run's metadata "
+            "(classes, image size) to use a model; point --model at a run directory written "
+            "by `leuko train`"
+        )
+    meta = read_json_object(meta_path, "run metadata")
+    missing = [k for k in ("classes", "img_size") if not meta.get(k)]
+    if missing:
+        raise LeukoError(f"{meta_path} lacks {' and '.join(missing)}; it is not leuko run metadata")
+    return meta
 
 
 def load_bundle(path: Path) -> Bundle:
-    """Load a run directory, `runs/latest`, or a .keras file (with leuko.json beside it).
-
-    A bare .keras without metadata still loads: the image size comes from the model's
-    input shape and classes are named class_0..class_{n-1}.
-    """
+    """Load a run directory, `runs/latest`, or a .keras file with leuko.json beside it."""
     model_path, meta_path, run_dir = locate(path)
-    meta = _read_meta(meta_path) if meta_path.exists() else {}
-    model = _load_model(model_path, trusted=bool(meta))
-
-    shape = model.input_shape
-    if isinstance(shape, list):
-        shape = shape[0]
+    if not zipfile.is_zipfile(model_path):
+        raise LeukoError(f"{model_path} is not a Keras model file (a .keras file is a zip archive)")
+    meta = read_run_meta(meta_path, model_path)
+    model = _load_model(model_path, trusted=True)
     out_shape = model.output_shape
     if isinstance(out_shape, list):
         out_shape = out_shape[0]
     n_out = int(out_shape[-1]) if out_shape and out_shape[-1] else None
-
-    if "img_size" in meta:
-        h, w = (int(v) for v in meta["img_size"])
-    elif shape is not None and len(shape) == 4 and shape[1] and shape[2]:
-        h, w = int(shape[1]), int(shape[2])
-    else:
-        raise LeukoError(
-            f"{model_path}: image size unknown (no {META_FILE} beside it and the model "
-            "input has no fixed size)"
-        )
-    if "classes" in meta:
-        classes = [str(c) for c in meta["classes"]]
-    elif n_out:
-        classes = [f"class_{i}" for i in range(n_out)]
-    else:
-        raise LeukoError(f"{model_path}: class names unknown (no {META_FILE} beside it)")
+    h, w = (int(v) for v in meta["img_size"])
+    classes = [str(c) for c in meta["classes"]]
     if n_out is not None and n_out != len(classes):
         raise LeukoError(
             f"{model_path} outputs {n_out} classes but {meta_path.name} lists {len(classes)}"
         )
-    meta.setdefault("classes", classes)
-    meta.setdefault("img_size", [h, w])
     return Bundle(model=model, classes=classes, img_size=(h, w), meta=meta, run_dir=run_dir)

@@ -7,13 +7,12 @@ Images stream from disk (never the whole dataset in memory); decoding runs in pa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from ._tf import tf
+from .._tf import tf
+from .augment import augment_batch, get_augment_policy
 
 _TIFF_PATTERN = r"(?i).*\.tiff?$"
 
@@ -58,180 +57,6 @@ def load_image(path: tf.Tensor, img_size: tuple[int, int]) -> tf.Tensor:
     return tf.ensure_shape(out, [h, w, 3])
 
 
-@dataclass(frozen=True)
-class AugmentPolicy:
-    """Ranges of the random geometry and colour changes applied to training batches.
-
-    All geometry is composed into one projective transform per image and applied in a
-    single resampling pass: chaining Keras's RandomRotation, RandomTranslation and
-    RandomZoom layers resampled every image three times and ran at a third of a plain
-    Pillow loop's speed (benchmarks/loader_throughput.py).
-    """
-
-    name: str
-    rotation: float  # max |angle|, radians
-    shift: float  # max |shift| as a fraction of height/width
-    zoom: float  # scale drawn from [1 - zoom, 1 + zoom]
-    shear: float  # max |shear angle|, radians
-    contrast_stretch: float = 0.0  # probability of a per-image min/max stretch
-    color: float = 0.0  # per-channel gain range; offsets and saturation scale with it
-
-
-AUGMENT_POLICIES: dict[str, AugmentPolicy] = {
-    # The paper's: random flips and rotations, mild shift and zoom.
-    "paper": AugmentPolicy("paper", rotation=math.pi, shift=0.05, zoom=0.05, shear=0.0),
-    # What the real data does between siblings, and stain variation between labs:
-    # rotation, 10% shifts, shear, flips, contrast stretch, colour jitter.
-    "strong": AugmentPolicy(
-        "strong", rotation=math.pi, shift=0.10, zoom=0.10, shear=0.2,
-        contrast_stretch=0.5, color=0.08,
-    ),
-}
-
-
-def get_augment_policy(name: str) -> AugmentPolicy:
-    if name not in AUGMENT_POLICIES:
-        choices = ", ".join(AUGMENT_POLICIES)
-        raise ValueError(f"unknown augmentation {name!r}; choose one of {choices}")
-    return AUGMENT_POLICIES[name]
-
-
-def affine_transforms(
-    height: tf.Tensor,
-    width: tf.Tensor,
-    angle: tf.Tensor,
-    shear: tf.Tensor,
-    zoom: tf.Tensor,
-    shift_y: tf.Tensor,
-    shift_x: tf.Tensor,
-    flip_h: tf.Tensor,
-    flip_v: tf.Tensor,
-) -> tf.Tensor:
-    """Per-image 8-parameter transforms (output pixel -> input pixel) about the centre.
-
-    Every argument but the sizes has shape (b,); shifts are in pixels; zoom > 1 magnifies.
-    """
-    f32 = tf.float32
-    cy = (tf.cast(height, f32) - 1.0) / 2.0
-    cx = (tf.cast(width, f32) - 1.0) / 2.0
-    c, s, k = tf.cos(angle), tf.sin(angle), tf.tan(shear)
-    fx = tf.where(flip_h, -1.0, 1.0) / zoom
-    fy = tf.where(flip_v, -1.0, 1.0) / zoom
-    a00, a01 = c * fx, (c * k - s) * fy
-    a10, a11 = s * fx, (s * k + c) * fy
-    a2 = cx - a00 * cx - a01 * cy + shift_x
-    b2 = cy - a10 * cx - a11 * cy + shift_y
-    zeros = tf.zeros_like(a00)
-    return tf.stack([a00, a01, a2, a10, a11, b2, zeros, zeros], axis=1)
-
-
-def apply_transforms(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
-    """Resample a batch once through its per-image transforms (bilinear, reflected edges)."""
-    shape = tf.shape(images)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images,
-        transforms=tf.cast(transforms, tf.float32),
-        output_shape=shape[1:3],
-        fill_value=tf.constant(0.0, tf.float32),
-        interpolation="BILINEAR",
-        fill_mode="REFLECT",
-    )
-
-
-def augment_batch(images: tf.Tensor, policy: AugmentPolicy) -> tf.Tensor:
-    """Random geometry (one resampling) and, per policy, contrast stretch and colour jitter."""
-    shape = tf.shape(images)
-    b, h, w = shape[0], shape[1], shape[2]
-    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-
-    def uniform(limit: float) -> tf.Tensor:
-        return tf.random.uniform([b], -limit, limit)
-
-    transforms = affine_transforms(
-        h, w,
-        angle=uniform(policy.rotation),
-        shear=uniform(policy.shear),
-        zoom=1.0 + uniform(policy.zoom),
-        shift_y=uniform(policy.shift) * hf,
-        shift_x=uniform(policy.shift) * wf,
-        flip_h=tf.random.uniform([b]) < 0.5,
-        flip_v=tf.random.uniform([b]) < 0.5,
-    )
-    x = apply_transforms(images, transforms)
-    if policy.contrast_stretch > 0:
-        lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
-        hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
-        stretched = (x - lo) * (255.0 / tf.maximum(hi - lo, 1.0))
-        pick = tf.random.uniform([b, 1, 1, 1]) < policy.contrast_stretch
-        x = tf.where(pick, stretched, x)
-    if policy.color > 0:
-        gain = 1.0 + tf.random.uniform([b, 1, 1, 3], -policy.color, policy.color)
-        offset = tf.random.uniform([b, 1, 1, 3], -150.0 * policy.color, 150.0 * policy.color)
-        grey = tf.reduce_mean(x, axis=3, keepdims=True)
-        sat = 1.0 + tf.random.uniform([b, 1, 1, 1], -2.5 * policy.color, 2.5 * policy.color)
-        x = grey + (x - grey) * sat
-        x = x * gain + offset
-    return tf.clip_by_value(x, 0.0, 255.0)
-
-
-# Test-time views, in order of how safe they are: exact flips first, then small turns,
-# quarter turns (the rest of the square's symmetries; on a non-square image the turned
-# picture is cut to the same frame, so the corners fill black as the data's own turned
-# siblings do), then 5% shifts. Each is (degrees, flip left-right, flip up-down, shift
-# down, shift right) with shifts as fractions of the side.
-_TTA_VIEWS: tuple[tuple[float, bool, bool, float, float], ...] = (
-    (0.0, False, False, 0.0, 0.0),
-    (0.0, True, False, 0.0, 0.0),
-    (0.0, False, True, 0.0, 0.0),
-    (0.0, True, True, 0.0, 0.0),
-    (12.0, False, False, 0.0, 0.0),
-    (-12.0, False, False, 0.0, 0.0),
-    (12.0, True, False, 0.0, 0.0),
-    (-12.0, False, True, 0.0, 0.0),
-    (24.0, False, False, 0.0, 0.0),
-    (-24.0, True, True, 0.0, 0.0),
-    (24.0, True, False, 0.0, 0.0),
-    (-24.0, False, True, 0.0, 0.0),
-    (90.0, False, False, 0.0, 0.0),
-    (-90.0, False, False, 0.0, 0.0),
-    (90.0, True, False, 0.0, 0.0),
-    (-90.0, True, False, 0.0, 0.0),
-    (0.0, False, False, 0.05, 0.0),
-    (0.0, False, False, -0.05, 0.0),
-    (0.0, False, False, 0.0, 0.05),
-    (0.0, False, False, 0.0, -0.05),
-)
-MAX_TTA = len(_TTA_VIEWS)
-
-
-def tta_views(images: tf.Tensor, n: int) -> list[tf.Tensor]:
-    """The first `n` fixed views of a batch (see _TTA_VIEWS); view 0 is the image itself."""
-    if not 1 <= n <= MAX_TTA:
-        raise ValueError(f"test-time augmentation takes 1 to {MAX_TTA} views (got {n})")
-    images = tf.convert_to_tensor(images, tf.float32)
-    shape = tf.shape(images)
-    b, h, w = shape[0], shape[1], shape[2]
-    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-    views = [images]
-    for angle, fh, fv, dy, dx in _TTA_VIEWS[1:n]:
-        if angle == 0.0 and dy == 0.0 and dx == 0.0:
-            v = images
-            if fh:
-                v = v[:, :, ::-1, :]
-            if fv:
-                v = v[:, ::-1, :, :]
-            views.append(v)
-            continue
-        ones = tf.ones([b])
-        t = affine_transforms(
-            h, w, angle=ones * math.radians(angle), shear=ones * 0.0, zoom=ones,
-            shift_y=ones * dy * hf, shift_x=ones * dx * wf,
-            flip_h=tf.fill([b], fh), flip_v=tf.fill([b], fv),
-        )
-        views.append(apply_transforms(images, t))
-    return views
-
-
 def build_dataset(
     paths: Sequence[str],
     labels: Sequence[int] | None,
@@ -254,51 +79,25 @@ def build_dataset(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
     paths = [str(p) for p in paths]
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     size = (int(img_size[0]), int(img_size[1]))
-    if labels is not None:
-        if len(labels) != len(paths):
-            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
-        ds = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(paths, tf.string), tf.constant([int(x) for x in labels], tf.int32))
-        )
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
-
+    ids = [int(x) for x in labels] if labels is not None else [-1] * len(paths)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(paths, tf.string), tf.constant(ids, tf.int32))
+    )
     if training and len(paths) > 1:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-
-    if labels is not None:
-
-        def _load_labelled(p: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            return load_image(p, size), y
-
-        ds = ds.map(
-            _load_labelled, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training
-        )
-    else:
-        ds = ds.map(
-            lambda p: load_image(p, size),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=not training,
-        )
+    ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=not training)
     ds = ds.batch(batch_size)
-
     if training and augment:
         policy = get_augment_policy("paper" if augment is True else str(augment))
-        if labels is not None:
-            ds = ds.map(
-                lambda x, y: (augment_batch(x, policy), y),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=False,
-            )
-        else:
-            ds = ds.map(
-                lambda x: augment_batch(x, policy),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=False,
-            )
-
-    if labels is not None and n_classes is not None:
+        ds = ds.map(lambda x, y: (augment_batch(x, policy), y),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    if labels is None:
+        ds = ds.map(lambda x, y: x)
+    elif n_classes is not None:
         depth = int(n_classes)
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, depth, dtype=tf.float32)))
     return ds.prefetch(tf.data.AUTOTUNE)

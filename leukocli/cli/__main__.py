@@ -1,0 +1,5 @@
+"""`python -m leukocli.cli`: the same as the `leuko` command."""
+
+from . import main
+
+main()

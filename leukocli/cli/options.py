@@ -1,0 +1,205 @@
+"""Option definitions shared by several commands, written once.
+
+`train` and `cv` take the same training options: they are declared here once, with
+their defaults taken from `TrainOptions` (the one place defaults live), and
+`with_train_options` adds them to a command, which receives a `TrainOptions`.
+"""
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, get_type_hints
+
+import typer
+
+from ..training.options import RECIPES, TrainOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+D = TrainOptions()
+_CPU = RECIPES["cpu"]
+
+
+# name: (annotation with its Typer option, default); the order is the help's order.
+TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "train_csv": (
+        Annotated[Path, typer.Option("--train", help="Training manifest or folder.")],
+        Path(D.train_csv),
+    ),
+    "val_csv": (
+        Annotated[Path, typer.Option("--val", help="Validation manifest or folder.")],
+        Path(D.val_csv),
+    ),
+    "img": (
+        Annotated[str, typer.Option(help="Input size HEIGHTxWIDTH.")],
+        f"{D.img_size[0]}x{D.img_size[1]}",
+    ),
+    "batch": (
+        Annotated[int, typer.Option(help="Batch size.")],
+        D.batch,
+    ),
+    "epochs": (
+        Annotated[
+            int | None,
+            typer.Option(
+                help=f"Epochs (default: the recipe's; {RECIPES['paper'].epochs} for "
+                f"paper, {_CPU.epochs} for cpu)."
+            ),
+        ],
+        D.epochs,
+    ),
+    "lr": (
+        Annotated[float, typer.Option(help="Initial learning rate.")],
+        D.lr,
+    ),
+    "backbone": (
+        Annotated[
+            str,
+            typer.Option(
+                help="inceptionresnetv2, xception, resnet50v2, inceptionv3, mobilenetv2, "
+                "densenet121, efficientnetb0, or compact (small CNN from scratch)."
+            ),
+        ],
+        D.backbone,
+    ),
+    "weights": (
+        Annotated[
+            str,
+            typer.Option(
+                help="auto, imagenet (Keras download/cache), none, or PATH to a "
+                "backbone weights file (.h5)."
+            ),
+        ],
+        D.weights,
+    ),
+    "unfreeze": (
+        Annotated[int, typer.Option(help="Fine-tune only the top N backbone layers (0 = all).")],
+        D.unfreeze,
+    ),
+    "augment": (
+        Annotated[
+            bool, typer.Option("--augment/--no-augment", help="Random augmentation in training.")
+        ],
+        D.augment,
+    ),
+    "class_weights": (
+        Annotated[str, typer.Option(help="auto (from class counts) or none.")],
+        D.class_weights,
+    ),
+    "patience": (
+        Annotated[
+            int,
+            typer.Option(
+                help="Early-stopping patience in epochs (paper recipe; the cpu recipe "
+                "runs its whole schedule and keeps the last epoch)."
+            ),
+        ],
+        D.patience,
+    ),
+    "precision": (
+        Annotated[str, typer.Option(help="auto, float32, mixed_float16 or mixed_bfloat16.")],
+        D.precision,
+    ),
+    "strategy": (
+        Annotated[
+            str,
+            typer.Option(
+                help="auto, default, mirrored (GPUs of this machine) or multiworker "
+                "(machines in TF_CONFIG)."
+            ),
+        ],
+        D.strategy,
+    ),
+    "seed": (
+        Annotated[int, typer.Option(help="Random seed.")],
+        D.seed,
+    ),
+    "recipe": (
+        Annotated[
+            str,
+            typer.Option(
+                help="auto (cpu for compact, paper otherwise), paper (flips/rotations, "
+                "Adam, ReduceLROnPlateau) or cpu (cell crop, strong augmentation, "
+                "label smoothing, AdamW with cosine decay)."
+            ),
+        ],
+        D.recipe,
+    ),
+    "crop_cell": (
+        Annotated[
+            int | None,
+            typer.Option(
+                help="Crop an NxN square around the stained cell inside the model "
+                f"(0 = whole image; default: the recipe's, {_CPU.crop_cell} for cpu)."
+            ),
+        ],
+        D.crop_cell,
+    ),
+    "label_smoothing": (
+        Annotated[
+            float | None,
+            typer.Option(help="Label smoothing (default: the recipe's)."),
+        ],
+        D.label_smoothing,
+    ),
+    "keep": (
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Which epoch's model to save: best (lowest val loss; paper's "
+                "default) or last (cpu's default, so validation figures are not "
+                "chosen on validation)."
+            ),
+        ],
+        D.keep,
+    ),
+}
+
+
+def train_options_from(values: dict[str, Any]) -> TrainOptions:
+    """TrainOptions from the command line's values (sizes parsed, paths absolute)."""
+    from ..data.dataset import parse_size
+
+    kw = dict(values)
+    kw["img_size"] = parse_size(kw.pop("img"))
+    for key in ("train_csv", "val_csv"):
+        if key in kw:
+            kw[key] = str(Path(kw[key]).expanduser().absolute())
+    return TrainOptions(**kw)
+
+
+def with_train_options(*, without: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Add the shared training options to a command, which gets them as `opts`.
+
+    The command's own parameters come first in its help; `without` leaves options out
+    (cv makes its own train and validation parts, so it has no --train/--val).
+    """
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+        for name, (ann, default) in TRAIN_OPTIONS.items()
+        if name not in without
+    ]
+
+    def decorate(fn: F) -> F:
+        own_hints = get_type_hints(fn, include_extras=True)
+        own = [
+            p.replace(annotation=own_hints[p.name])
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "opts"
+        ]
+        names = {p.name for p in shared}
+
+        @functools.wraps(fn)
+        def run(**kw: Any) -> Any:
+            values = {k: kw.pop(k) for k in list(kw) if k in names}
+            return fn(opts=train_options_from(values), **kw)
+
+        run.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+        run.__annotations__ = {
+            **{p.name: own_hints[p.name] for p in own},
+            **{p.name: p.annotation for p in shared},
+        }
+        del run.__wrapped__  # Typer must read the new signature, not fn's
+        return run  # type: ignore[return-value]
+
+    return decorate

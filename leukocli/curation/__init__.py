@@ -1,0 +1,1 @@
+"""Curating a dataset before training: duplicates, quarantine, sibling groups, splits."""

@@ -1,0 +1,243 @@
+"""Near-duplicate candidates: multi-index hashing over pHash segments, then pixel checks.
+
+Pigeonhole: two 64-bit hashes within Hamming distance t agree to within t // m bits on
+at least one of m segments. Each segment of the untransformed hashes is bucketed; every
+transformed hash probes the buckets within the segment radius. The cost grows with the
+number of near pairs, not with N squared. A hash only proposes a pair; `coarse_check`
+and `fine_check` decide on pixels, because stained smears all look alike to a hash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._util.bits import popcount
+from .._util.progress import SILENT, Reporter
+from .hashing import N_TRANSFORMS, correlation, dihedral, fine_features, swaps_axes
+
+MAX_ROWS = 1 << 19  # bucket hits expanded at once while matching hashes (bounds memory)
+ASPECT_TOLERANCE = 0.05  # |log(aspect ratio)| difference allowed between copies
+_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # inverse of each dihedral transform
+_DENSE_WIDTH = 22  # segments up to this many bits are bucketed in a flat count table
+
+
+def segments(threshold: int) -> tuple[list[tuple[int, int]], int]:
+    """Split 64 bits into m (start, width) segments and a per-segment radius threshold // m.
+
+    Few segments with radius <= 2 keep both the probe count and the buckets small.
+    """
+    m = threshold + 1 if threshold <= 3 else max(4, math.ceil((threshold + 1) / 3))
+    bounds = [round(64 * s / m) for s in range(m + 1)]
+    return [(bounds[s], bounds[s + 1] - bounds[s]) for s in range(m)], threshold // m
+
+
+def flip_masks(width: int, radius: int) -> np.ndarray:
+    """All width-bit values with at most `radius` bits set: the probes around a key."""
+    masks = [0]
+    if radius >= 1:
+        masks += [1 << a for a in range(width)]
+    if radius >= 2:
+        masks += [(1 << a) | (1 << b) for a in range(width) for b in range(a + 1, width)]
+    return np.array(masks, dtype=np.uint64)
+
+
+@dataclass
+class _Hits:
+    """Bucket hits of one chunk of probes: probe row, bucket size and bucket start."""
+
+    rows: np.ndarray
+    sizes: np.ndarray
+    starts: np.ndarray
+
+
+class SegmentIndex:
+    """Images bucketed by one segment of their untransformed hash."""
+
+    def __init__(self, base: np.ndarray, start: int, width: int, radius: int) -> None:
+        self.start = np.uint64(start)
+        self.wmask = np.uint64((1 << width) - 1) if width < 64 else np.uint64(2**64 - 1)
+        self.masks = flip_masks(width, radius)
+        self.dense = width <= _DENSE_WIDTH
+        keys = self.keys(base)
+        if self.dense:
+            ikeys = keys.astype(np.int64)
+            self.counts = np.bincount(ikeys, minlength=1 << width).astype(np.int64)
+            self.first = np.cumsum(self.counts) - self.counts
+            self.order = np.argsort(ikeys, kind="stable")
+        else:
+            self.order = np.argsort(keys, kind="stable")
+            self.sorted_keys = keys[self.order]
+
+    def keys(self, hashes: np.ndarray) -> np.ndarray:
+        return (hashes >> self.start) & self.wmask
+
+    def probe(self, qkeys: np.ndarray, offset: int) -> _Hits:
+        """Every non-empty bucket within the radius of each query key."""
+        n_masks = len(self.masks)
+        if self.dense:
+            masks = self.masks.astype(np.int64)
+            probes = (qkeys.astype(np.int64)[:, None] ^ masks[None, :]).ravel()
+            sizes = self.counts[probes]
+            hit = np.flatnonzero(sizes)
+            return _Hits(offset + hit // n_masks, sizes[hit], self.first[probes[hit]])
+        probes = (qkeys[:, None] ^ self.masks[None, :]).ravel()
+        lo = np.searchsorted(self.sorted_keys, probes, side="left")
+        sizes = np.searchsorted(self.sorted_keys, probes, side="right") - lo
+        hit = np.flatnonzero(sizes)
+        return _Hits(offset + hit // n_masks, sizes[hit], lo[hit])
+
+
+def _pieces(sizes: np.ndarray) -> Iterator[slice]:
+    """Slices of the hits whose expansion stays near MAX_ROWS rows (bounded memory)."""
+    ends = np.cumsum(sizes)
+    cuts = np.searchsorted(ends, np.arange(MAX_ROWS, int(ends[-1]), MAX_ROWS)) + 1
+    bounds = [0, *cuts.tolist(), len(sizes)]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if hi > lo:
+            yield slice(lo, hi)
+
+
+def usable_transforms(n_transforms: int, log_aspect: np.ndarray | None) -> list[int]:
+    """Transforms worth probing: quarter turns only when some turned shape can match."""
+    return [
+        k for k in range(n_transforms) if not (swaps_axes(k) and no_turned_match(log_aspect))
+    ]
+
+
+def iter_candidates(
+    hashes: np.ndarray,
+    threshold: int,
+    log_aspect: np.ndarray | None = None,
+    chunk: int = 4096,
+    on_step: Callable[[], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield (P, 4) int64 rows (i, j, k, distance), i < j, hamming(hash_k(i), hash_0(j)) <= t.
+
+    hashes is (N, K): column k holds the hash of image transform k. Both directions of a
+    pair are probed (the median threshold of pHash is not equivariant), so a row may
+    come twice. With `log_aspect`, quarter turns are skipped when no image could match
+    another's turned shape. Memory stays bounded by `chunk`: the caller filters each
+    block as it comes.
+    """
+    n = len(hashes)
+    segs, radius = segments(threshold)
+    base = hashes[:, 0]
+    earlier: list[np.uint64] = []
+    for start, width in segs:
+        index = SegmentIndex(base, start, width, radius)
+        for k in usable_transforms(hashes.shape[1], log_aspect):
+            qkeys = index.keys(hashes[:, k])
+            for a in range(0, n, chunk):
+                if on_step is not None:
+                    on_step()
+                hits = index.probe(qkeys[a : a + chunk], a)
+                if len(hits.rows) == 0:
+                    continue
+                for part in _pieces(hits.sizes):
+                    found = _expand(hashes, index.order, hits, part, k, threshold, radius, earlier)
+                    if found is not None:
+                        yield found
+        earlier.append(np.uint64(((1 << width) - 1) << start))
+
+
+def _expand(
+    hashes: np.ndarray,
+    order: np.ndarray,
+    hits: _Hits,
+    part: slice,
+    k: int,
+    threshold: int,
+    radius: int,
+    earlier: list[np.uint64],
+) -> np.ndarray | None:
+    """Candidate rows of one piece of bucket hits, or None when none is near enough."""
+    sizes = hits.sizes[part]
+    total = int(sizes.sum())
+    i = np.repeat(hits.rows[part], sizes)
+    within = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    j = order[np.repeat(hits.starts[part], sizes) + within]
+    x = hashes[i, k] ^ hashes[j, 0]
+    d = popcount(x)
+    near = (d <= threshold) & (i != j)
+    for mask in earlier:  # found already through an earlier segment
+        near &= popcount(x & mask) > radius
+    i, j, d = i[near], j[near], d[near]
+    if len(i) == 0:
+        return None
+    kk = np.full(len(i), k, dtype=np.int64)
+    swap = i > j  # store as i < j with the inverse transform
+    i, j = np.where(swap, j, i), np.where(swap, i, j)
+    kk[swap] = _INVERSE[k]
+    return np.stack([i, j, kk, d], axis=1).astype(np.int64)
+
+
+def count_steps(
+    hashes: np.ndarray, threshold: int, log_aspect: np.ndarray | None = None, chunk: int = 4096
+) -> int:
+    """How many times iter_candidates calls on_step (for a progress bar)."""
+    ks = usable_transforms(hashes.shape[1], log_aspect)
+    return len(segments(threshold)[0]) * len(ks) * math.ceil(len(hashes) / chunk)
+
+
+def unique_rows(rows: np.ndarray) -> np.ndarray:
+    """Candidate rows without repeats of the same (i, j, k)."""
+    if len(rows) == 0:
+        return rows
+    n = int(rows[:, :2].max()) + 1
+    key = (rows[:, 0] * n + rows[:, 1]) * N_TRANSFORMS + rows[:, 2]
+    _, idx = np.unique(key, return_index=True)
+    return rows[idx]
+
+
+def no_turned_match(log_aspect: np.ndarray | None) -> bool:
+    """True when no image turned a quarter has the shape of any image (within tolerance)."""
+    if log_aspect is None or len(log_aspect) == 0:
+        return False
+    ref = np.concatenate([[-np.inf], np.sort(log_aspect), [np.inf]])
+    turned = -log_aspect
+    pos = np.searchsorted(ref, turned)  # ref[pos - 1] <= turned < ref[pos]
+    gap = np.minimum(ref[pos] - turned, turned - ref[pos - 1])
+    return bool(gap.min() > ASPECT_TOLERANCE)
+
+
+def aspect_filter(cand: np.ndarray, log_aspect: np.ndarray) -> np.ndarray:
+    """Drop candidates whose shapes cannot match under their transform (a quarter turn
+    swaps height and width; a resize keeps the ratio)."""
+    if len(cand) == 0:
+        return cand
+    ai = log_aspect[cand[:, 0]]
+    ai = np.where(np.isin(cand[:, 2], [k for k in range(8) if swaps_axes(k)]), -ai, ai)
+    return cand[np.abs(ai - log_aspect[cand[:, 1]]) <= ASPECT_TOLERANCE]
+
+
+def coarse_check(coarse: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """16x16 high-pass correlation of each candidate (i, j, k): image i under k vs j."""
+    sims = np.zeros(len(cand), dtype=np.float32)
+    for k in np.unique(cand[:, 2]).tolist():
+        s = np.nonzero(cand[:, 2] == k)[0]
+        a = np.ascontiguousarray(dihedral(coarse[cand[s, 0]], k, axes=(1, 2)))
+        sims[s] = correlation(a, coarse[cand[s, 1]])
+    return sims
+
+
+def fine_check(
+    thumbs: np.ndarray, cand: np.ndarray, chunk: int = 1024, reporter: Reporter = SILENT
+) -> np.ndarray:
+    """48x48 colour high-pass correlation of each candidate under its transform."""
+    sims = np.zeros(len(cand), dtype=np.float32)
+    with reporter.task("verifying pixels", len(cand)) as advance:
+        for a in range(0, len(cand), chunk):
+            part = cand[a : a + chunk]
+            fi = fine_features(thumbs[part[:, 0]])
+            fj = fine_features(thumbs[part[:, 1]])
+            for k in np.unique(part[:, 2]).tolist():
+                m = part[:, 2] == k
+                sims[a + np.nonzero(m)[0]] = correlation(
+                    np.ascontiguousarray(dihedral(fi[m], k, axes=(1, 2))), fj[m]
+                )
+            advance(len(part))
+    return sims

@@ -1,0 +1,177 @@
+"""ORB keypoints of each image and its mirror, cached on disk: the raw material of
+sibling discovery. Extraction is the slow part of `leuko split --group-by auto`, so
+features are kept per folder in ``~/.cache/leuko/siblings-v1/`` (or
+``$LEUKO_CACHE_DIR``), keyed by absolute path, size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import multiprocessing.context
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .._util.parallel import workers
+from .._util.progress import SILENT, Reporter
+
+CACHE_VERSION = "siblings-v1"
+N_FEATURES = 400
+MIN_SIDE = 32  # smaller images cannot carry enough keypoints to match: each stays alone
+
+Features = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # pts, desc, pts_m, desc_m
+
+
+def cache_dir() -> Path:
+    """Where sibling features and groups are cached (LEUKO_CACHE_DIR overrides)."""
+    base = os.environ.get("LEUKO_CACHE_DIR")
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "leuko"
+    return root / CACHE_VERSION
+
+
+def spawn_context() -> multiprocessing.context.BaseContext:
+    # spawn, not fork: forking after BLAS/OpenMP threads have started can deadlock
+    return multiprocessing.get_context("spawn")
+
+
+_EMPTY_PTS = np.zeros((0, 2), np.float32)
+_EMPTY_DESC = np.zeros((0, 32), np.uint8)
+
+
+def _orb_features(path: str) -> Features:
+    """ORB keypoints/descriptors of a grayscale, CLAHE-equalised image and its mirror."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    data = np.fromfile(path, dtype=np.uint8)
+    im = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if im is None or min(im.shape[:2]) < MIN_SIDE:
+        return _EMPTY_PTS, _EMPTY_DESC, _EMPTY_PTS, _EMPTY_DESC
+    try:
+        return _orb_of(im)
+    except cv2.error:  # odd shapes OpenCV refuses: no keypoints, the image stays alone
+        return _EMPTY_PTS, _EMPTY_DESC, _EMPTY_PTS, _EMPTY_DESC
+
+
+def _orb_of(im: np.ndarray) -> Features:
+    import cv2
+
+    gray = cv2.cvtColor(im, cv2.COLOR_BGR2GRAY)
+    # Rotation/shift fill is black; its straight edges would match across every image.
+    mask = (im.max(axis=2) > 20).astype(np.uint8) * 255
+    mask = cv2.erode(mask, np.ones((9, 9), np.uint8))
+    gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
+    orb = cv2.ORB_create(  # type: ignore[attr-defined]
+        nfeatures=N_FEATURES, fastThreshold=10
+    )
+    out: list[np.ndarray] = []
+    for g, m in (
+        (gray, mask),
+        (np.ascontiguousarray(gray[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])),
+    ):
+        kps, desc = orb.detectAndCompute(g, m)
+        if desc is None or not kps:
+            out += [_EMPTY_PTS, _EMPTY_DESC]
+        else:
+            out += [np.array([k.pt for k in kps], np.float32), desc.astype(np.uint8)]
+    return out[0], out[1], out[2], out[3]
+
+
+def file_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+class _FeatureCache:
+    """Per-folder npz files of features, matched entry by entry on path+size+mtime."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.loaded: dict[str, Features] = {}
+        self.dirty: dict[Path, bool] = {}
+
+    def _file(self, folder: Path) -> Path:
+        h = hashlib.sha1(str(folder).encode()).hexdigest()[:16]
+        return self.root / f"features-{h}.npz"
+
+    def load(self, folders: set[Path]) -> None:
+        for folder in folders:
+            f = self._file(folder)
+            if not f.exists():
+                continue
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    keys = z["keys"]
+                    counts = z["counts"]
+                    pts, desc, pts_m, desc_m = z["pts"], z["desc"], z["pts_m"], z["desc_m"]
+            except (OSError, ValueError, KeyError):
+                continue  # a damaged cache is only a slower run
+            o = np.zeros(2, np.int64)
+            for k, (c, cm) in zip(keys, counts, strict=True):
+                self.loaded[str(k)] = (
+                    pts[o[0] : o[0] + c],
+                    desc[o[0] : o[0] + c],
+                    pts_m[o[1] : o[1] + cm],
+                    desc_m[o[1] : o[1] + cm],
+                )
+                o += (c, cm)
+
+    def save(self, folder: Path, keys: list[str], feats: list[Features]) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self._file(folder).with_suffix(".tmp.npz")
+            np.savez(
+                tmp,
+                keys=np.array(keys, dtype=str),
+                counts=np.array([(len(f[1]), len(f[3])) for f in feats], np.int64).reshape(-1, 2),
+                pts=np.concatenate([f[0] for f in feats] or [_EMPTY_PTS]),
+                desc=np.concatenate([f[1] for f in feats] or [_EMPTY_DESC]),
+                pts_m=np.concatenate([f[2] for f in feats] or [_EMPTY_PTS]),
+                desc_m=np.concatenate([f[3] for f in feats] or [_EMPTY_DESC]),
+            )
+            os.replace(tmp, self._file(folder))
+        except OSError:
+            pass  # read-only home: features are simply recomputed next time
+
+
+def compute_features(
+    paths: Sequence[Path], keys: Sequence[str], reporter: Reporter = SILENT
+) -> list[Features]:
+    """Features for every path, from the cache where the file is unchanged."""
+    cache = _FeatureCache(cache_dir())
+    folders = {p.resolve().parent for p in paths}
+    cache.load(folders)
+    feats: list[Features | None] = [cache.loaded.get(k) for k in keys]
+    todo = [i for i, f in enumerate(feats) if f is None]
+    if todo:
+        reporter.info(f"extracting keypoints from {len(todo)} images (cache: {cache.root})")
+        with reporter.task("keypoints", len(todo)) as advance:
+            if len(todo) < 64 or workers("processes") == 1:
+                for i in todo:
+                    feats[i] = _orb_features(str(paths[i]))
+                    advance()
+            else:
+                with ProcessPoolExecutor(workers("processes"), mp_context=spawn_context()) as pool:
+                    it = pool.map(_orb_features, [str(paths[i]) for i in todo], chunksize=32)
+                    for i, f in zip(todo, it, strict=True):
+                        feats[i] = f
+                        advance()
+        done: list[Features] = [f for f in feats if f is not None]
+        by_folder: dict[Path, tuple[list[str], list[Features]]] = {}
+        for p, k, f in zip(paths, keys, done, strict=True):
+            ks, fs = by_folder.setdefault(p.resolve().parent, ([], []))
+            ks.append(k)
+            fs.append(f)
+        for folder, (ks, fs) in by_folder.items():
+            # keep entries of files not in this run (e.g. a subset manifest) as well
+            seen = set(ks)
+            for k, f in cache.loaded.items():
+                if k not in seen and Path(k.split("|", 1)[0]).parent == folder:
+                    ks.append(k)
+                    fs.append(f)
+            cache.save(folder, ks, fs)
+    return [f for f in feats if f is not None]

@@ -1,0 +1,284 @@
+"""Moving duplicates out of a dataset and back, with nothing ever lost.
+
+`apply_quarantine` never deletes: it moves files into a quarantine folder and writes
+every move to a JSON-lines manifest (flushed and fsynced) before making it, so
+`undo_quarantine` can always put them back, even after Ctrl-C or a crash mid-way. A
+symbolic link is moved as a link whose target still resolves from its new place, and
+undo restores the link exactly as it was. One apply at a time per dataset (a lock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._util.files import file_sha256, output_lock
+from .._util.progress import SILENT, Reporter
+from ..errors import Interrupted, LeukoError
+from .dedupe import Findings
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class MoveSummary:
+    moved: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    manifest: Path | None = None
+
+
+def default_quarantine(root: Path) -> Path:
+    return root.parent / f"{root.name}-quarantine"
+
+
+def undo_command(manifest: Path) -> str:
+    return f"leuko dedupe --undo '{manifest}'"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _free_name(dest: Path) -> Path:
+    """dest, or dest with a ~N suffix: never overwrite anything in quarantine."""
+    if not (dest.exists() or dest.is_symlink()):
+        return dest
+    n = 1
+    while True:
+        cand = dest.with_name(f"{dest.stem}~{n}{dest.suffix}")
+        if not (cand.exists() or cand.is_symlink()):
+            return cand
+        n += 1
+
+
+class _Manifest:
+    """Append-only JSON lines, flushed and fsynced per line (write-ahead log of moves)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def write(self, entry: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(entry) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def check_quarantine(data: Path, quarantine: Path | None) -> Path:
+    """The quarantine folder for DATA, refusing CSV manifests and folders inside the tree."""
+    data = data.expanduser().resolve()
+    if data.is_file():
+        raise LeukoError(
+            f"--apply moves files, which would break the paths in {data}; "
+            "run dedupe on the class folder instead, or pass its --report to "
+            "`leuko split --exclude` to leave the files out without moving them"
+        )
+    qdir = (quarantine.expanduser() if quarantine else default_quarantine(data)).resolve()
+    if _inside(qdir, data) or _inside(data, qdir):
+        raise LeukoError(
+            f"quarantine {qdir} must be outside the scanned tree {data} (or it would be scanned)"
+        )
+    return qdir
+
+
+def _move(src: Path, dest: Path) -> str | None:
+    """Move one file, or a symlink as a link that still resolves; return the link text."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not src.is_symlink():
+        shutil.move(str(src), str(dest))
+        return None
+    text = os.readlink(src)
+    target = Path(text) if os.path.isabs(text) else (src.parent / text)
+    os.symlink(os.path.relpath(os.path.abspath(target), dest.parent), dest)
+    src.unlink()
+    return text
+
+
+def _restore(dest: Path, src: Path, link: str | None) -> None:
+    src.parent.mkdir(parents=True, exist_ok=True)
+    if link is None:
+        shutil.move(str(dest), str(src))
+        return
+    os.symlink(link, src)
+    dest.unlink()
+
+
+def _plan(findings: Findings, summary: MoveSummary) -> list[str]:
+    root = findings.root.resolve()
+    todo: list[str] = []
+    for g in findings.groups:
+        if g.keep is not None and not (root / g.keep).is_file():
+            # the copy meant to stay has gone since the scan: moving the rest would
+            # take the picture out of the dataset altogether
+            summary.notes.append(f"{g.keep} is gone since the scan; its group was left alone")
+            summary.skipped += len(g.to_move)
+            continue
+        todo.extend(g.to_move)
+    return sorted(todo)
+
+
+def apply_quarantine(
+    findings: Findings, quarantine: Path | None = None, reporter: Reporter = SILENT
+) -> MoveSummary:
+    """Move every file Findings.to_quarantine names into quarantine, logging each move.
+
+    Ctrl-C stops between files and raises Interrupted naming the manifest and the undo
+    command; every move made so far is in the manifest.
+    """
+    qdir = check_quarantine(findings.source, quarantine)
+    root = findings.root.resolve()
+    summary = MoveSummary()
+    todo = _plan(findings, summary)
+    if not todo:
+        return summary
+    with output_lock(root, "leuko dedupe --apply"):
+        try:
+            qdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LeukoError(f"cannot create quarantine {qdir}: {exc.strerror or exc}") from None
+        mpath = _free_name(qdir / f"dedupe-manifest-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+        log = _Manifest(mpath)
+        summary.manifest = mpath
+        log.write({"leuko_dedupe_manifest": MANIFEST_VERSION, "root": str(root),
+                   "quarantine": str(qdir), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        reason = {f: ("conflict" if g.conflict else g.match)
+                  for g in findings.groups for f in g.to_move}
+        try:
+            with reporter.task("quarantining", len(todo)) as advance:
+                for rel in todo:
+                    advance()
+                    _move_one(root, qdir, rel, reason.get(rel, ""), log, summary)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"stopped after moving {summary.moved} of {len(todo)} file(s); every move is "
+                f"in {mpath}; put them back with: {undo_command(mpath)}"
+            ) from None
+        finally:
+            log.close()
+    return summary
+
+
+def _move_one(
+    root: Path, qdir: Path, rel: str, reason: str, log: _Manifest, summary: MoveSummary
+) -> None:
+    src = root / rel
+    if not (src.is_file() or src.is_symlink()):
+        summary.skipped += 1
+        return
+    try:
+        sha = file_sha256(src)
+        dest = _free_name(qdir / rel)
+        entry = {"source": str(src), "destination": str(dest), "rel": rel, "sha256": sha,
+                 "reason": reason}
+        if src.is_symlink():
+            entry["link"] = os.readlink(src)
+        log.write({**entry, "status": "planned"})
+        _move(src, dest)
+        log.write({**entry, "status": "moved"})
+        summary.moved += 1
+    except OSError as exc:
+        summary.failed.append(f"{rel}: {exc.strerror or exc}")
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The last state of every move in a manifest, in the order they were planned."""
+    p = path.expanduser()
+    if not p.is_file():
+        raise LeukoError(f"{p}: no such manifest file")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LeukoError(f"cannot read manifest {p}: {exc}") from None
+    entries: dict[str, dict[str, Any]] = {}
+    header = False
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):  # a line cut short by an interruption
+                continue
+            raise LeukoError(f"{p}:{n} is not a JSON line; not a dedupe manifest?") from None
+        if isinstance(obj, dict) and "leuko_dedupe_manifest" in obj:
+            header = True
+            continue
+        if not isinstance(obj, dict) or not {"source", "destination", "sha256"} <= obj.keys():
+            raise LeukoError(f"{p}:{n} lacks source/destination/sha256; not a dedupe manifest?")
+        key = obj["destination"]
+        entries[key] = {**entries.get(key, {}), **obj}
+    if not header:
+        raise LeukoError(f"{p} is not a leuko dedupe manifest (no header line)")
+    return list(entries.values())
+
+
+def undo_quarantine(manifest: Path, reporter: Reporter = SILENT) -> MoveSummary:
+    """Move every quarantined file back, verifying its sha256; tolerate unmoved entries."""
+    entries = read_manifest(manifest)
+    summary = MoveSummary(manifest=manifest.expanduser())
+    log = _Manifest(manifest.expanduser())
+    try:
+        with reporter.task("restoring", len(entries)) as advance:
+            for e in entries:
+                advance()
+                _restore_one(e, log, summary)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"stopped after restoring {summary.moved} file(s); run the same undo again to "
+            f"restore the rest: {undo_command(summary.manifest or manifest)}"
+        ) from None
+    finally:
+        log.close()
+    return summary
+
+
+def _restore_one(e: dict[str, Any], log: _Manifest, summary: MoveSummary) -> None:
+    src, dest, sha = Path(e["source"]), Path(e["destination"]), e["sha256"]
+    link = e.get("link")
+    try:
+        if _in_place(src, sha, link):
+            summary.skipped += 1  # planned but never moved, or already restored
+            if dest.exists() or dest.is_symlink():
+                summary.notes.append(f"{src} is in place; a copy remains at {dest} (not deleted)")
+            return
+        problem = _restore_problem(src, dest, sha, link)
+        if problem:
+            summary.failed.append(problem)
+            return
+        _restore(dest, src, link)
+        log.write({**{k: e[k] for k in ("source", "destination", "sha256")},
+                   "status": "restored"})
+        summary.moved += 1
+    except OSError as exc:
+        summary.failed.append(f"{dest}: {exc.strerror or exc}")
+
+
+def _in_place(src: Path, sha: str, link: str | None) -> bool:
+    if link is not None:
+        return src.is_symlink() and os.readlink(src) == link
+    return src.is_file() and not src.is_symlink() and file_sha256(src) == sha
+
+
+def _restore_problem(src: Path, dest: Path, sha: str, link: str | None) -> str | None:
+    if not (dest.exists() or dest.is_symlink()):
+        return f"{dest}: missing from quarantine"
+    if link is None and file_sha256(dest) != sha:
+        return f"{dest}: content changed since quarantine (sha256 differs); left there"
+    if src.exists() or src.is_symlink():
+        return (f"{src} exists and differs from the quarantined file; not overwritten "
+                f"({dest} left in quarantine)")
+    return None

@@ -1,0 +1,1 @@
+"""Data in: scanning class folders and manifests into Records, and synthetic datasets."""

@@ -1,0 +1,1 @@
+"""Using trained models: predictions, metrics, evaluation outputs and plots."""

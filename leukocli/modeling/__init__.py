@@ -1,0 +1,1 @@
+"""Models and what feeds them: backbones, layers, the tf.data loader, augmentation, saved runs."""

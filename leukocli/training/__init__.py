@@ -1,0 +1,1 @@
+"""Training runs: options and recipes, the fit loop, callbacks and the run folder."""

@@ -1,0 +1,69 @@
+"""Numeric precision and distribution strategy: resolving `auto` on the machine at hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._tf import tf
+from .._util.progress import SILENT, Reporter
+from .options import PRECISIONS, STRATEGIES, choose
+
+
+def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU has native bfloat16 math (AVX512_BF16 or AMX), where bf16 pays off."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def pick_precision(name: str) -> str:
+    """Resolve --precision: auto = mixed_float16 on GPU, mixed_bfloat16 on bf16 CPUs, else fp32."""
+    key = choose(name or "auto", PRECISIONS, "--precision")
+    if key != "auto":
+        return key
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def make_strategy(name: str, reporter: Reporter = SILENT) -> tuple[tf.distribute.Strategy, str]:
+    """Resolve --strategy to a tf.distribute strategy and a description for leuko.json.
+
+    auto: mirrored over all GPUs when there are several, else the default strategy.
+    mirrored: over the visible GPUs, or over the logical CPU devices when several are
+    configured (tf.config.set_logical_device_configuration), else over the one device.
+    multiworker: MultiWorkerMirroredStrategy across machines described by TF_CONFIG (the
+    same command on every worker); without TF_CONFIG it trains as a single worker.
+    """
+    key = choose(name or "auto", STRATEGIES, "--strategy")
+    if key == "multiworker":
+        # Before anything else touches the devices: collective ops are configured at start.
+        mw = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = mw.cluster_resolver
+        spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+        workers = sum(len(v) for v in spec.values()) or 1
+        task = f"{resolver.task_type}:{resolver.task_id}" if resolver and spec else "single"
+        return mw, (
+            f"multi-worker mirrored ({workers} worker(s), this is {task}; "
+            f"{mw.num_replicas_in_sync} replica(s))"
+        )
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if key == "auto":
+        key = "mirrored" if len(gpus) > 1 else "default"
+    if key == "default":
+        return tf.distribute.get_strategy(), "default"
+    devices = gpus if gpus else cpus
+    if len(devices) < 2:
+        reporter.warn(f"--strategy mirrored with one device ({devices[0] if devices else 'cpu'})")
+    strategy = tf.distribute.MirroredStrategy(devices=devices or None)
+    n = strategy.num_replicas_in_sync
+    return strategy, f"mirrored over {n} device(s): {', '.join(devices)}"

@@ -1,0 +1,162 @@
+"""Everything that defines a training run, its defaults and every check on it, in one place.
+
+`TrainOptions` holds what the user chose (its field defaults are the command line's
+defaults); `resolve` checks it all and returns a `TrainPlan` with the recipe's choices
+filled in, without changing the options it was given. No TensorFlow here: a bad option
+is refused in a fraction of a second, before any model exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from ..errors import LeukoError
+from ..modeling.backbones import check_input_size, get_backbone_spec, resolve_weights
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+CLASS_WEIGHTS = ("auto", "none")
+KEEP = ("best", "last")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """A run's options as the user gave them; saved in leuko.json so --resume reuses them.
+
+    None means "the recipe's choice" (epochs, crop_cell, label_smoothing, keep).
+    """
+
+    train_csv: str = "splits/train.csv"
+    val_csv: str = "splits/val.csv"
+    img_size: tuple[int, int] = (240, 320)
+    batch: int = 20
+    epochs: int | None = None
+    lr: float = 1e-3
+    backbone: str = "inceptionresnetv2"
+    weights: str = "auto"
+    unfreeze: int = 0
+    augment: bool = True
+    class_weights: str = "auto"
+    patience: int = 5
+    precision: str = "auto"
+    strategy: str = "auto"
+    seed: int = 42
+    recipe: str = "auto"
+    crop_cell: int | None = None
+    label_smoothing: float | None = None
+    keep: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["img_size"] = list(self.img_size)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainOptions:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "img_size" in known:
+            known["img_size"] = (int(known["img_size"][0]), int(known["img_size"][1]))
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of training choices; explicit options override its fields."""
+
+    name: str
+    augment: str  # a modeling.augment.AUGMENT_POLICIES name
+    crop_cell: int  # 0: whole image
+    label_smoothing: float
+    schedule: str  # "plateau" (ReduceLROnPlateau, the paper's) or "cosine" (warm-up + decay)
+    weight_decay: float  # > 0: AdamW
+    epochs: int  # the default length; the cosine schedule is fitted to it
+    keep: str = "best"  # the saved epoch: "best" by validation loss, or "last"
+
+
+RECIPES: dict[str, Recipe] = {
+    # The reference paper's: Adam, ReduceLROnPlateau, flips and rotations, whole image.
+    "paper": Recipe("paper", "paper", 0, 0.0, "plateau", 0.0, 30, "best"),
+    # From scratch on a CPU: find the cell and crop around it, augment the way the data
+    # varies (shear, shifts, contrast stretch, stain colour), smooth labels, cosine decay.
+    # The schedule sets the end, so there is no early stop and the last epoch is kept:
+    # choosing an epoch by validation loss would make the validation figures optimistic
+    # (README, Accuracy). Crop size and length are measured.
+    "cpu": Recipe("cpu", "strong", 128, 0.1, "cosine", 1e-4, 8, "last"),
+}
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """Checked options with every choice made: what a run actually does."""
+
+    options: TrainOptions  # with backbone, epochs and keep resolved (saved for --resume)
+    recipe: Recipe
+    weights: str | None  # "imagenet", None (from scratch) or an absolute file path
+
+
+def choose(value: str, choices: tuple[str, ...], option: str) -> str:
+    key = (value or "").strip().lower()
+    if key not in choices:
+        raise LeukoError(f"unknown {option} {value!r}; choose one of {', '.join(choices)}")
+    return key
+
+
+def check_batch(batch: int) -> None:
+    if batch < 1:
+        raise LeukoError(f"--batch must be at least 1 (got {batch})")
+
+
+def resolve_recipe(opts: TrainOptions) -> Recipe:
+    """`auto` is `cpu` for the from-scratch `compact` backbone and `paper` otherwise."""
+    name = (opts.recipe or "auto").strip().lower()
+    if name == "auto":
+        name = "cpu" if get_backbone_spec(opts.backbone).name == "compact" else "paper"
+    name = choose(name, ("auto", *RECIPES), "--recipe")
+    base = RECIPES[name]
+    keep = base.keep if opts.keep is None else choose(opts.keep, KEEP, "--keep")
+    return replace(
+        base,
+        crop_cell=base.crop_cell if opts.crop_cell is None else int(opts.crop_cell),
+        label_smoothing=float(
+            base.label_smoothing if opts.label_smoothing is None else opts.label_smoothing
+        ),
+        epochs=base.epochs if opts.epochs is None else int(opts.epochs),
+        keep=keep,
+    )
+
+
+def _check_numbers(opts: TrainOptions, recipe: Recipe) -> None:
+    if recipe.crop_cell < 0:
+        raise LeukoError(f"--crop-cell must be 0 (off) or a crop size (got {recipe.crop_cell})")
+    if not 0.0 <= recipe.label_smoothing < 1.0:
+        raise LeukoError(f"--label-smoothing must be in [0, 1) (got {recipe.label_smoothing})")
+    check_batch(opts.batch)
+    if recipe.epochs < 1:
+        raise LeukoError(f"--epochs must be at least 1 (got {recipe.epochs})")
+    if not (opts.lr > 0 and math.isfinite(opts.lr)):
+        raise LeukoError(f"--lr must be a positive number (got {opts.lr})")
+    if opts.unfreeze < 0:
+        raise LeukoError(
+            f"--unfreeze must be 0 (all) or a positive layer count (got {opts.unfreeze})"
+        )
+    if opts.patience < 1:
+        raise LeukoError(f"--patience must be at least 1 (got {opts.patience})")
+
+
+def resolve(opts: TrainOptions) -> TrainPlan:
+    """Check every option (no files read, no TensorFlow) and make the recipe's choices."""
+    spec = get_backbone_spec(opts.backbone)
+    recipe = resolve_recipe(opts)
+    _check_numbers(opts, recipe)
+    check_input_size(spec, opts.img_size)
+    if recipe.crop_cell:
+        check_input_size(spec, (recipe.crop_cell, recipe.crop_cell))
+    choose(opts.class_weights, CLASS_WEIGHTS, "--class-weights")
+    choose(opts.precision, PRECISIONS, "--precision")
+    choose(opts.strategy, STRATEGIES, "--strategy")
+    weights = resolve_weights(spec, opts.weights)
+    # saved with the run, so --resume plans the same length and keeps the same epoch
+    resolved = replace(opts, backbone=spec.name, epochs=recipe.epochs, keep=recipe.keep)
+    return TrainPlan(resolved, recipe, weights)
