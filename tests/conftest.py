@@ -1,21 +1,94 @@
-"""Shared fixtures: small synthetic datasets made on the fly (no real data needed)."""
+"""Shared fixtures: small synthetic datasets and tiny models made on the fly (no real data).
+
+CLI tests run in-process through Typer's CliRunner (`invoke`), which sees the same exit
+codes and stderr lines a shell does; a subprocess (`run_leuko`) is kept only where a
+real process matters: signals, and the help path not importing TensorFlow.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from leukocli.synth import make_dataset
+from leukocli.data.synth import make_dataset
 
 
+# --------------------------------------------------------------------------- running leuko
+@dataclass
+class Run:
+    """How one command ended: exit code and the two streams."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
+
+    def one_line_error(self, code: int = 2, *fragments: str) -> str:
+        """Assert the command failed with `code` and exactly one error line, no traceback."""
+        assert self.code == code, (self.code, self.stdout, self.stderr)
+        assert "Traceback" not in self.stderr + self.stdout, self.stderr
+        assert len(self.error_lines) == 1, self.stderr
+        line = self.error_lines[0]
+        for fragment in fragments:
+            assert fragment in line, (fragment, line)
+        return line
+
+
+def invoke(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
+    """Run `leuko ARGS` in this process (Typer's CliRunner), optionally inside `cwd`."""
+    from leukocli.cli import app
+
+    previous = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        result = CliRunner(env={"LEUKO_QUIET": "1", **(env or {})}).invoke(
+            app, list(args), catch_exceptions=False
+        )
+    finally:
+        os.chdir(previous)
+    return Run(result.exit_code, result.stdout, result.stderr)
+
+
+def run_leuko(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 120
+) -> Run:
+    """Run the installed `leuko` console script in a new process, as a user would."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    exe = shutil.which("leuko")
+    cmd = [exe] if exe else [sys.executable, "-m", "leukocli"]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=timeout, check=False)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under root (links as their target text): 'nothing changed'."""
+    out: dict[str, str] = {}
+    for p in sorted(Path(root).rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+# --------------------------------------------------------------------------- data
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One planted dataset for the whole session: 6 smears per class at 120x160, 2 siblings
@@ -38,35 +111,29 @@ def tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
     writes a fresh dataset under this test's tmp_path and returns its folder."""
     counter = iter(range(1_000_000))
 
-    def make(
-        per_class: int = 4,
-        size: tuple[int, int] = (80, 80),
-        siblings: int = 1,
-        plant: bool = False,
-        seed: int = 0,
-        name: str | None = None,
-    ) -> Path:
+    def make(per_class: int = 4, size: tuple[int, int] = (80, 80), siblings: int = 1,
+             plant: bool = False, seed: int = 0, name: str | None = None) -> Path:
         out = tmp_path / (name or f"tiny{next(counter)}")
-        make_dataset(out, per_class=per_class, size=size, seed=seed, siblings=siblings, plant=plant)
+        make_dataset(out, per_class=per_class, size=size, seed=seed, siblings=siblings,
+                     plant=plant)
         return out
 
     return make
 
 
+# --------------------------------------------------------------------------- models
 def make_tiny_run(
     root: Path, per_class: int = 4, seed: int = 1, size: tuple[int, int] = (75, 75)
 ) -> tuple[Path, Path]:
     """A synthetic dataset and a 2-epoch tiny CNN saved as a run; returns (data, run_dir).
 
-    Shared by the evaluate and predict tests, which need a real saved model but not a
-    good one.
+    For tests that need a real saved model but not a good one.
     """
     import keras
 
-    from leukocli.bundle import save_bundle
-    from leukocli.dataset import scan
-    from leukocli.loader import build_dataset
-    from leukocli.synth import make_dataset
+    from leukocli.data.dataset import scan
+    from leukocli.modeling.bundle import save_bundle
+    from leukocli.modeling.loader import build_dataset
 
     data = root / "data"
     make_dataset(data, per_class=per_class, size=size, seed=seed, siblings=2, plant=False)
@@ -90,20 +157,18 @@ def make_tiny_run(
     return data, run
 
 
-def run_leuko(
-    *args: str, cwd: Path | None = None, quiet: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed `leuko` console script as a user would (module fallback)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    if quiet:
-        env["LEUKO_QUIET"] = "1"
-    exe = shutil.which("leuko")
-    cmd = [exe] if exe else [sys.executable, "-m", "leukocli.cli"]
-    return subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
-    )
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One tiny saved run for the whole session (read-only: copy it to modify it)."""
+    return make_tiny_run(tmp_path_factory.mktemp("tinyrun"))
 
 
-def error_lines(stderr: str) -> list[str]:
-    """The `error: ...` lines of a command's stderr."""
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
+@pytest.fixture
+def in_tmp(tmp_path: Path) -> Iterator[Path]:
+    """Run the test inside its tmp_path (for the working-directory conventions)."""
+    previous = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        os.chdir(previous)

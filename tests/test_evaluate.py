@@ -7,43 +7,30 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import error_lines, make_tiny_run, run_leuko
+from conftest import invoke
 
 from leukocli.errors import LeukoError
-
-SIZE = (75, 75)
-
-
-def _leuko(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return run_leuko(*args, cwd=cwd, quiet=True)
+from leukocli.evaluation.evaluate import parse_mapping
 
 
-_error_lines = error_lines
+@pytest.fixture
+def trained(tiny_run: tuple[Path, Path]) -> tuple[Path, Path]:
+    return tiny_run
 
 
-def make_run(root: Path) -> tuple[Path, Path]:
-    return make_tiny_run(root, per_class=4, seed=1, size=SIZE)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_run(tmp_path_factory.mktemp("evalrun"))
-
-
-def _grouped_manifest(data: Path) -> Path:
+def _grouped_manifest(where: Path, data: Path) -> Path:
     """path,label,group from the generator's ground truth (which smear each image shows)."""
-    manifest = data / "grouped.csv"
+    manifest = where / "grouped.csv"
     with (data / "sources.csv").open() as fh, manifest.open("w", newline="") as out:
         w = csv.writer(out)
         w.writerow(["path", "label", "group"])
         for row in csv.DictReader(fh):
-            w.writerow([row["file"], row["file"].split("/")[0], row["source"]])
+            w.writerow([data / row["file"], row["file"].split("/")[0], row["source"]])
     return manifest
 
 
@@ -55,13 +42,13 @@ def _read_predictions(path: Path) -> list[dict[str, str]]:
 def test_outputs_are_consistent_and_group_accuracy_uses_groups(
     trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from leukocli.evaluate import run_evaluate_cli
-
     data, run = trained
-    manifest = _grouped_manifest(data)
+    manifest = _grouped_manifest(tmp_path, data)
     out = tmp_path / "eval"
     extra_json = tmp_path / "copy" / "m.json"
-    run_evaluate_cli(data=manifest, model=run, json_path=extra_json, out=out, batch=5)
+    done = invoke("evaluate", str(manifest), "--model", str(run), "--json", str(extra_json),
+                  "--out", str(out), "--batch", "5")
+    assert done.code == 0, done.stderr
     m: dict[str, Any] = json.loads((out / "metrics.json").read_text())
     assert m == json.loads(extra_json.read_text())
     assert (out / "confusion.png").stat().st_size > 1000
@@ -104,12 +91,11 @@ def test_outputs_are_consistent_and_group_accuracy_uses_groups(
     assert len(m["group_accuracy_ci"]) == 2
 
 
-def _run(**kwargs: Any) -> dict[str, Any]:
-    """run_evaluate_cli, then the metrics.json it wrote into kwargs["out"]."""
-    from leukocli.evaluate import run_evaluate_cli
-
-    run_evaluate_cli(**kwargs)
-    metrics: dict[str, Any] = json.loads((Path(kwargs["out"]) / "metrics.json").read_text())
+def _run(data: Path, run: Path, out: Path, *extra: str, code: int = 0) -> dict[str, Any]:
+    """`leuko evaluate`, then the metrics.json it wrote into `out`."""
+    done = invoke("evaluate", str(data), "--model", str(run), "--out", str(out), *extra)
+    assert done.code == code, done.stderr
+    metrics: dict[str, Any] = json.loads((out / "metrics.json").read_text())
     return metrics
 
 
@@ -122,7 +108,7 @@ def test_class_folder_without_groups_and_unreadable_image_left_out(
     for cls in ("EOSINOPHIL", "MONOCYTE"):
         shutil.copytree(data / cls, copy / cls)
     (copy / "MONOCYTE" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    m = _run(data=copy, model=run, out=tmp_path / "o")
+    m = _run(copy, run, tmp_path / "o", code=1)  # written, and the exit code says what's missing
     assert m["n"] == 16  # the broken file is excluded, not fatal
     assert m["n_unreadable"] == 1
     assert "group_accuracy" not in m
@@ -130,32 +116,26 @@ def test_class_folder_without_groups_and_unreadable_image_left_out(
 
 
 def test_ignore_unknown_skips_extra_classes(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    from leukocli.evaluate import run_evaluate_cli
-
     data, run = trained
     copy = tmp_path / "data"
     shutil.copytree(data / "NEUTROPHIL", copy / "NEUTROPHIL")
     shutil.copytree(data / "LYMPHOCYTE", copy / "BASOPHIL")
-    with pytest.raises(LeukoError, match="BASOPHIL.*--ignore-unknown"):
-        run_evaluate_cli(data=copy, model=run, out=tmp_path / "o")
-    m = _run(data=copy, model=run, out=tmp_path / "o", ignore_unknown=True)
+    invoke("evaluate", str(copy), "--model", str(run), "--out", str(tmp_path / "o")
+           ).one_line_error(2, "BASOPHIL", "--ignore-unknown")
+    m = _run(copy, run, tmp_path / "o", "--ignore-unknown")
     assert m["n"] == 8
     assert m["n_skipped_unknown"] == 8
 
 
-def test_bad_map_and_missing_default_splits(
-    trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from leukocli.evaluate import parse_mapping, run_evaluate_cli
-
+def test_bad_map_and_missing_default_splits(trained: tuple[Path, Path], tmp_path: Path) -> None:
     classes = ["EOSINOPHIL", "LYMPHOCYTE"]
     with pytest.raises(LeukoError, match="OLD=NEW"):
         parse_mapping(["eosinophil"], classes)
     with pytest.raises(LeukoError, match="not a class of the model"):
         parse_mapping(["eos=EOS"], classes)
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(LeukoError, match="leuko split"):
-        run_evaluate_cli(data=None, model=trained[1])
+    invoke("evaluate", "--model", str(trained[1]), cwd=tmp_path).one_line_error(
+        2, "run `leuko split DIR` first"
+    )
 
 
 def test_cli_unknown_lowercase_classes_need_map(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -164,18 +144,10 @@ def test_cli_unknown_lowercase_classes_need_map(trained: tuple[Path, Path], tmp_
     for cls in ("EOSINOPHIL", "LYMPHOCYTE"):
         shutil.copytree(data / cls, lower / cls.lower())
 
-    bad = _leuko("evaluate", str(lower), "--model", str(run), "--out", str(tmp_path / "o"))
-    assert bad.returncode == 2, bad.stderr
-    errors = _error_lines(bad.stderr)
-    assert len(errors) == 1 and "Traceback" not in bad.stderr
-    assert "--map eosinophil=EOSINOPHIL" in errors[0]
-    assert "--map lymphocyte=LYMPHOCYTE" in errors[0]
-
-
-    m = _run(
-        data=lower, model=run, out=tmp_path / "o",
-        mapping=["eosinophil=EOSINOPHIL", "lymphocyte=LYMPHOCYTE"],
-    )
+    invoke("evaluate", str(lower), "--model", str(run), "--out", str(tmp_path / "o")
+           ).one_line_error(2, "--map eosinophil=EOSINOPHIL", "--map lymphocyte=LYMPHOCYTE")
+    m = _run(lower, run, tmp_path / "o", "--map", "eosinophil=EOSINOPHIL",
+             "--map", "lymphocyte=LYMPHOCYTE")
     assert m["n"] == 16
     assert m["per_class"]["EOSINOPHIL"]["support"] == 8
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["n"] == 16
@@ -183,22 +155,15 @@ def test_cli_unknown_lowercase_classes_need_map(trained: tuple[Path, Path], tmp_
 
 def test_cli_missing_model_says_how_to_get_one(tmp_path: Path) -> None:
     (tmp_path / "data" / "A").mkdir(parents=True)
-    res = _leuko("evaluate", str(tmp_path / "data"), cwd=tmp_path)
-    assert res.returncode == 2
-    errors = _error_lines(res.stderr)
-    assert len(errors) == 1 and "leuko train" in errors[0] and "--model" in errors[0]
+    invoke("evaluate", str(tmp_path / "data"), cwd=tmp_path).one_line_error(
+        2, "leuko train", "--model"
+    )
 
 
 def test_group_by_option_when_split_provides_it(
     trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    split = pytest.importorskip("leukocli.split")
-    if not hasattr(split, "resolve_groups"):
-        pytest.skip("leukocli.split.resolve_groups not available yet")
-
     data, run = trained
-    m = _run(
-        data=data, model=run, out=tmp_path / "o", group_by="pattern:^_"
-    )
+    m = _run(data, run, tmp_path / "o", "--group-by", "pattern:^_")
     # Every synthetic name starts with '_': one group per class, scored on mean probability.
     assert m["n_groups"] == 4

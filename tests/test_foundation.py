@@ -12,33 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import invoke, run_leuko
 from PIL import Image
 
 import leukocli
-from leukocli.dataset import scan
-from leukocli.errors import EXIT_USAGE, LeukoError
+from leukocli.data.dataset import scan
+from leukocli.errors import LeukoError
 
 COMMANDS = ["dedupe", "split", "train", "evaluate", "predict", "synth", "demo"]
-LEUKO = shutil.which("leuko")
-
-
-def _leuko(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script, as a user would."""
-    assert LEUKO, "the leuko console script is not installed (pip install -e '.[dev]')"
-    return subprocess.run(
-        [LEUKO, *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False
-    )
-
-
-def _assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    assert proc.returncode == EXIT_USAGE, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error:"), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def _image(path: Path, size: tuple[int, int] = (24, 32), seed: int = 0) -> Path:
@@ -81,17 +62,15 @@ def test_help_never_imports_tensorflow() -> None:
         assert not result["tf"], f"`leuko {argv}` imported TensorFlow"
 
 
-def test_console_script_help_lists_the_commands() -> None:
-    proc = _leuko("--help")
-    assert proc.returncode == 0, proc.stderr
+def test_console_script_help_lists_the_commands_and_version() -> None:
+    """The installed console script itself (a real process), as a user first meets it."""
+    proc = run_leuko("--help")
+    assert proc.code == 0, proc.stderr
     for command in COMMANDS:
         assert command in proc.stdout
-
-
-def test_version() -> None:
-    proc = _leuko("--version")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"leuko {leukocli.__version__}"
+    version = invoke("--version")
+    assert version.code == 0
+    assert version.stdout.strip() == f"leuko {leukocli.__version__}"
 
 
 # --------------------------------------------------------------------------- folder scanning
@@ -259,18 +238,17 @@ def test_scan_errors_name_the_problem(case: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["split", "dedupe"])
 @pytest.mark.parametrize("case", list(BAD_LAYOUTS))
 def test_cli_bad_layout_is_one_line_error(command: str, case: str, tmp_path: Path) -> None:
-    """Through the real console script: exit 2, one `error:` line, no traceback."""
-    pytest.importorskip(f"leukocli.{command}", reason=f"leuko {command} is not built yet")
+    """Exit 2, one `error:` line, no traceback, and no output folder left behind."""
     path, fragment = BAD_LAYOUTS[case](tmp_path)
     extra = ["--out", str(tmp_path / "splits")] if command == "split" else []
-    proc = _leuko(command, str(path), *extra, cwd=tmp_path)
-    _assert_one_line_error(proc, fragment)
+    invoke(command, str(path), *extra, cwd=tmp_path).one_line_error(2, fragment)
     assert not (tmp_path / "splits").exists()
 
 
 def test_cli_bad_size_is_one_line_error(tmp_path: Path) -> None:
-    proc = _leuko("synth", str(tmp_path / "out"), "--size", "240x")
-    _assert_one_line_error(proc, "240x", "HEIGHTxWIDTH")
+    invoke("synth", str(tmp_path / "out"), "--size", "240x").one_line_error(
+        2, "240x", "HEIGHTxWIDTH"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -278,6 +256,7 @@ def test_cli_refuses_to_write_into_a_non_empty_folder(tmp_path: Path) -> None:
     keep = tmp_path / "mine" / "notes.txt"
     keep.parent.mkdir()
     keep.write_text("precious")
-    proc = _leuko("synth", str(keep.parent), "--per-class", "3", "--size", "48x64")
-    _assert_one_line_error(proc, "--force")
+    invoke("synth", str(keep.parent), "--per-class", "3", "--size", "48x64").one_line_error(
+        2, "--force"
+    )
     assert sorted(p.name for p in keep.parent.iterdir()) == ["notes.txt"]

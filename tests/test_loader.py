@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukocli.loader import build_dataset
+from leukocli.modeling.loader import build_dataset
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukocli.metrics import (
+from leukocli.evaluation.metrics import (
     classification_metrics,
     expected_calibration_error,
     group_accuracy,

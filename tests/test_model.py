@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 
 from leukocli.errors import LeukoError
-from leukocli.model import (
+from leukocli.modeling.backbones import (
     BACKBONES,
-    build_model,
     check_input_size,
-    get_backbone,
     get_backbone_spec,
     resolve_weights,
-    set_backbone_trainable,
 )
+from leukocli.modeling.model import build_model, get_backbone, set_backbone_trainable
 
 
 def test_backbone_names_and_minimum_sizes() -> None:
@@ -96,13 +94,13 @@ def test_imagenet_offline_names_missing_file(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_weights_path_loads_into_backbone(tmp_path: Path) -> None:
     """The --weights PATH route, with a backbone weights file the test saves itself."""
-    source = keras.applications.InceptionResNetV2(
-        include_top=False, weights=None, input_shape=(75, 75, 3)
+    source = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
     )
-    path = tmp_path / "irv2_notop.weights.h5"
+    path = tmp_path / "mobilenetv2_notop.weights.h5"
     source.save_weights(path)
-    model = build_model("inceptionresnetv2", (75, 75), 4, weights=resolve_weights(
-        BACKBONES["inceptionresnetv2"], str(path)))
+    model = build_model("mobilenetv2", (32, 32), 4, weights=resolve_weights(
+        BACKBONES["mobilenetv2"], str(path)))
     got = get_backbone(model).get_weights()
     want = source.get_weights()
     assert len(got) == len(want)

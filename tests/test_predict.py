@@ -8,52 +8,42 @@ import io
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import error_lines, make_tiny_run, run_leuko
+from conftest import invoke
 
 from leukocli.errors import LeukoError
+from leukocli.modeling.bundle import load_bundle, point_latest, resolve_run_dir
 
 SIZE = (75, 75)
+CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 
 
-def _leuko(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return run_leuko(*args, cwd=cwd, quiet=False)
-
-
-_error_lines = error_lines
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+@pytest.fixture
+def trained(tiny_run: tuple[Path, Path]) -> tuple[Path, Path]:
     """A synthetic class-folder dataset and a 2-epoch tiny CNN saved as runs/tiny."""
-    return make_tiny_run(tmp_path_factory.mktemp("predictrun"), per_class=3, seed=2, size=SIZE)
+    return tiny_run
 
 
 def _evaluate_predictions(data: Path, run: Path, out: Path) -> dict[str, dict[str, str]]:
-    from leukocli.evaluate import run_evaluate_cli
-
-    run_evaluate_cli(data=data, model=run, out=out)
+    done = invoke("evaluate", str(data), "--model", str(run), "--out", str(out))
+    assert done.code == 0, done.stderr
     with (out / "predictions.csv").open() as fh:
         return {str(Path(r["path"]).resolve()): r for r in csv.DictReader(fh)}
 
 
-def test_json_and_csv_agree_with_evaluate(
-    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from leukocli.predict import run_predict_cli
-
+def test_json_and_csv_agree_with_evaluate(trained: tuple[Path, Path], tmp_path: Path) -> None:
     data, run = trained
     truth = _evaluate_predictions(data, run, tmp_path / "eval")
-    classes = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
-    capsys.readouterr()
+    classes = CLASSES
 
-    run_predict_cli(paths=[str(data)], model=run, top_k=3, fmt="json", batch=5)
-    items: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
-    assert len(items) == len(truth) == 24
+    done = invoke("predict", str(data), "--model", str(run), "--top-k", "3", "--format", "json",
+                  "--batch", "5")
+    assert done.code == 0, done.stderr
+    items: list[dict[str, Any]] = json.loads(done.stdout)
+    assert len(items) == len(truth) == 32
     for item in items:
         ref = truth[str(Path(item["path"]).resolve())]
         assert item["predicted"] == ref["predicted"]
@@ -67,14 +57,15 @@ def test_json_and_csv_agree_with_evaluate(
     # A glob and a file, CSV: clean stdout that any CSV reader takes.
     glob = str(data / "MONOCYTE" / "*.jpeg")
     one = next((data / "EOSINOPHIL").glob("*.jpeg"))
-    run_predict_cli(paths=[glob, str(one)], model=run, top_k=2, fmt="csv", batch=64)
-    captured = capsys.readouterr()
-    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    done = invoke("predict", glob, str(one), "--model", str(run), "--top-k", "2",
+                  "--format", "csv")
+    assert done.code == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert list(rows[0]) == [
         "path", "predicted", "probability", "top2", "top2_probability",
         *[f"prob_{c}" for c in classes],
     ]
-    assert len(rows) == 6 + 1
+    assert len(rows) == 8 + 1
     for r in rows:
         ref = truth[str(Path(r["path"]).resolve())]
         assert r["predicted"] == ref["predicted"]
@@ -83,22 +74,20 @@ def test_json_and_csv_agree_with_evaluate(
         assert float(r["top2_probability"]) <= float(r["probability"])
 
 
-def test_table_output_and_bad_options(
-    trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from leukocli.predict import run_predict_cli
-
+def test_table_output_and_bad_options(trained: tuple[Path, Path], tmp_path: Path) -> None:
     data, run = trained
-    monkeypatch.chdir(data)
-    image = next(Path("LYMPHOCYTE").glob("*.jpeg"))
-    run_predict_cli(paths=[str(image)], model=run, top_k=2, fmt="table")
-    out = capsys.readouterr().out
-    assert image.name in out and "2nd" in out
-    assert any(c in out for c in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"))
-    with pytest.raises(LeukoError, match="--format"):
-        run_predict_cli(paths=[str(image)], model=run, fmt="xml")
-    with pytest.raises(LeukoError, match="--top-k"):
-        run_predict_cli(paths=[str(image)], model=run, top_k=0)
+    image = next((data / "LYMPHOCYTE").glob("*.jpeg"))
+    truth = _evaluate_predictions(data, run, tmp_path / "eval")[str(image.resolve())]
+    done = invoke("predict", str(image.relative_to(data)), "--model", str(run), "--top-k", "2",
+                  cwd=data)
+    assert done.code == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if image.name[:8] in line)
+    assert truth["predicted"] in row  # the class evaluate found, on the image's own row
+    assert f"{float(truth['confidence']):.3f}" in row
+    assert "2nd" in done.stdout
+    args = (str(image), "--model", str(run))
+    invoke("predict", *args, "--format", "xml").one_line_error(2, "--format must be one of")
+    invoke("predict", *args, "--top-k", "0").one_line_error(2, "--top-k must be at least 1")
 
 
 def test_corrupt_image_among_good_ones(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -109,8 +98,8 @@ def test_corrupt_image_among_good_ones(trained: tuple[Path, Path], tmp_path: Pat
     (folder / "truncated.jpg").write_bytes(next(folder.glob("*.jpeg")).read_bytes()[:300])
     (folder / "notes.png").write_text("not an image")
 
-    res = _leuko("predict", str(folder), "--model", str(run), "--format", "json")
-    assert res.returncode == 1, res.stderr  # EXIT_PARTIAL: something failed, rest classified
+    res = invoke("predict", str(folder), "--model", str(run), "--format", "json")
+    assert res.code == 1, res.stderr  # EXIT_PARTIAL: something failed, rest classified
     items = json.loads(res.stdout)  # stdout stays clean JSON despite the failures
     ok = [i for i in items if "predicted" in i]
     failed = {Path(i["path"]).name: i["error"] for i in items if "error" in i}
@@ -118,7 +107,7 @@ def test_corrupt_image_among_good_ones(trained: tuple[Path, Path], tmp_path: Pat
     assert set(failed) == {"truncated.jpg", "notes.png"}
     assert all(failed.values())
     assert "truncated.jpg" in res.stderr and "notes.png" in res.stderr
-    assert len(_error_lines(res.stderr)) == 1 and "Traceback" not in res.stderr
+    assert len(res.error_lines) == 1 and "Traceback" not in res.stderr
 
 
 def test_missing_model_and_no_images(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -126,25 +115,18 @@ def test_missing_model_and_no_images(trained: tuple[Path, Path], tmp_path: Path)
     image = tmp_path / "cell.jpg"
     shutil.copy(next(trained[0].rglob("*.jpeg")), image)
 
-    res = _leuko("predict", "cell.jpg", cwd=tmp_path)  # no runs/latest here
-    assert res.returncode == 2
-    errors = _error_lines(res.stderr)
-    assert len(errors) == 1 and "Traceback" not in res.stderr
-    assert "leuko train" in errors[0] and "--model" in errors[0]
-
+    # no runs/latest here
+    invoke("predict", "cell.jpg", cwd=tmp_path).one_line_error(2, "leuko train", "--model")
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
-    res = _leuko("predict", str(tmp_path / "empty"), "--model", str(run))
-    assert res.returncode == 2
-    errors = _error_lines(res.stderr)
-    assert len(errors) == 1 and "no images found" in errors[0]
+    invoke("predict", str(tmp_path / "empty"), "--model", str(run)).one_line_error(
+        2, "no images found"
+    )
 
 
 def test_bundle_latest_pointer_and_bad_model_files(
     trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from leukocli.bundle import load_bundle, point_latest, resolve_run_dir
-
     _, run = trained
     runs = tmp_path / "runs"
     shutil.copytree(run, runs / "a")
@@ -164,7 +146,8 @@ def test_bundle_latest_pointer_and_bad_model_files(
     bare = tmp_path / "bare" / "m.keras"
     bare.parent.mkdir()
     shutil.copy(run / "model.keras", bare)
-    assert load_bundle(bare).classes == [f"class_{i}" for i in range(4)]
+    with pytest.raises(LeukoError, match="has no leuko.json beside it"):
+        load_bundle(bare)  # a Keras file without leuko's metadata: its classes are unknown
 
     junk = tmp_path / "junk.keras"
     junk.write_text("not a model")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import invoke
 from PIL import Image
 
 from leukocli.errors import LeukoError
@@ -25,7 +26,7 @@ def _smear(h: int, w: int, cy: int, cx: int, r: int = 10) -> np.ndarray:
 
 def test_cell_crop_centres_on_the_purple_cell_and_survives_save_load(tmp_path: Path) -> None:
     from leukocli._tf import keras
-    from leukocli.model import CellCrop
+    from leukocli.modeling.layers import CellCrop
 
     batch = np.stack([_smear(120, 160, 30, 40), _smear(120, 160, 90, 120)])
     crops = CellCrop(size=32, window=0.5)(batch).numpy()
@@ -53,7 +54,7 @@ def test_cell_crop_centres_on_the_purple_cell_and_survives_save_load(tmp_path: P
 
 
 def test_model_with_crop_cell_takes_whole_images() -> None:
-    from leukocli.model import build_model
+    from leukocli.modeling.model import build_model
 
     model = build_model("compact", (120, 160), 4, crop_cell=48)
     assert model.input_shape == (None, 120, 160, 3)
@@ -64,7 +65,7 @@ def test_model_with_crop_cell_takes_whole_images() -> None:
 
 def test_strong_augmentation_keeps_shape_and_range_and_varies() -> None:
     from leukocli._tf import tf
-    from leukocli.loader import AUGMENT_POLICIES, augment_batch
+    from leukocli.modeling.augment import AUGMENT_POLICIES, augment_batch
 
     x = tf.constant(np.stack([_smear(60, 80, 30, 40)] * 4))
     y = augment_batch(x, AUGMENT_POLICIES["strong"]).numpy()
@@ -74,7 +75,7 @@ def test_strong_augmentation_keeps_shape_and_range_and_varies() -> None:
 
 
 def test_tta_views_start_with_the_image_and_exact_flips() -> None:
-    from leukocli.loader import MAX_TTA, tta_views
+    from leukocli.modeling.augment import MAX_TTA, tta_views
 
     x = np.random.default_rng(0).uniform(0, 255, (2, 20, 30, 3)).astype(np.float32)
     views = [v.numpy() for v in tta_views(x, MAX_TTA)]
@@ -82,13 +83,13 @@ def test_tta_views_start_with_the_image_and_exact_flips() -> None:
     np.testing.assert_array_equal(views[0], x)
     np.testing.assert_array_equal(views[1], x[:, :, ::-1])
     np.testing.assert_array_equal(views[2], x[:, ::-1])
-    with pytest.raises(ValueError):
+    with pytest.raises(LeukoError, match="--tta must be between 1"):
         tta_views(x, MAX_TTA + 1)
 
 
 def test_tta_quarter_turns_are_the_squares_other_symmetries() -> None:
     """On a square crop the quarter-turn views must be exact turns and transposes."""
-    from leukocli.loader import tta_views
+    from leukocli.modeling.augment import tta_views
 
     x = np.random.default_rng(1).uniform(0, 255, (2, 24, 24, 3)).astype(np.float32)
     views = [v.numpy() for v in tta_views(x, 16)]
@@ -103,10 +104,10 @@ def test_tta_quarter_turns_are_the_squares_other_symmetries() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def flat_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An untrained tiny model saved as a run, and a folder of images per class."""
     from leukocli._tf import keras
-    from leukocli.bundle import save_bundle
+    from leukocli.modeling.bundle import save_bundle
 
     root = tmp_path_factory.mktemp("tta")
     classes = ["A", "B"]
@@ -130,11 +131,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "data", run
 
 
-def test_tta_agrees_on_an_image_whose_views_are_identical(tiny_run: tuple[Path, Path]) -> None:
-    from leukocli.bundle import load_bundle
-    from leukocli.predict import predict_probs
+def test_tta_agrees_on_an_image_whose_views_are_identical(flat_run: tuple[Path, Path]) -> None:
+    from leukocli.evaluation.predict import predict_probs
+    from leukocli.modeling.bundle import load_bundle
 
-    data, run = tiny_run
+    data, run = flat_run
     bundle = load_bundle(run)
     flat = [data / "A" / "flat.png"]
     plain = predict_probs(bundle, flat)
@@ -145,22 +146,22 @@ def test_tta_agrees_on_an_image_whose_views_are_identical(tiny_run: tuple[Path, 
     assert not np.allclose(predict_probs(bundle, others, tta=8), predict_probs(bundle, others))
 
 
-def test_evaluate_records_tta_in_metrics(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
-    from leukocli.evaluate import run_evaluate_cli
-
-    data, run = tiny_run
-    run_evaluate_cli(data=data, model=run, out=tmp_path / "plain")
-    run_evaluate_cli(data=data, model=run, out=tmp_path / "tta", tta=4)
+def test_evaluate_records_tta_in_metrics(flat_run: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = flat_run
+    for out, extra in (("plain", ()), ("tta", ("--tta", "4"))):
+        done = invoke("evaluate", str(data), "--model", str(run), "--out", str(tmp_path / out),
+                      *extra)
+        assert done.code == 0, done.stderr
     plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
     tta = json.loads((tmp_path / "tta" / "metrics.json").read_text())
     assert plain["tta"] is False and plain["tta_views"] == 1
     assert tta["tta"] is True and tta["tta_views"] == 4
-    with pytest.raises(LeukoError, match="--tta"):
-        run_evaluate_cli(data=data, model=run, out=tmp_path / "bad", tta=0)
+    invoke("evaluate", str(data), "--model", str(run), "--out", str(tmp_path / "bad"),
+           "--tta", "0").one_line_error(2, "--tta must be between 1 (off) and 20")
 
 
 def test_recipe_resolution() -> None:
-    from leukocli.train import TrainOptions, resolve_recipe
+    from leukocli.training.options import TrainOptions, resolve_recipe
 
     cpu = resolve_recipe(TrainOptions(backbone="compact"))
     assert (cpu.name, cpu.crop_cell, cpu.augment, cpu.schedule) == ("cpu", 128, "strong", "cosine")
@@ -172,11 +173,11 @@ def test_recipe_resolution() -> None:
     assert (paper.name, paper.crop_cell, paper.augment, paper.epochs) == ("paper", 0, "paper", 30)
     assert paper.keep == "best"
     assert resolve_recipe(TrainOptions(backbone="compact", keep="Best")).keep == "best"
-    with pytest.raises(LeukoError, match="--keep"):
+    with pytest.raises(LeukoError, match="unknown --keep 'first'"):
         resolve_recipe(TrainOptions(backbone="compact", keep="first"))
     mixed = resolve_recipe(TrainOptions(backbone="compact", crop_cell=0, label_smoothing=0.0))
     assert (mixed.crop_cell, mixed.label_smoothing) == (0, 0.0)
-    with pytest.raises(LeukoError, match="--recipe"):
+    with pytest.raises(LeukoError, match="unknown --recipe 'fast'"):
         resolve_recipe(TrainOptions(recipe="fast"))
 
 
@@ -200,7 +201,7 @@ class _FakeRun:
 @pytest.mark.parametrize(("keep", "saved", "kept"), [("best", [1, 2], 2), ("last", [1, 2, 3], 3)])
 def test_keep_decides_which_epoch_is_on_disk(keep: str, saved: list[int], kept: int) -> None:
     """best: the lowest val loss stays saved; last: the final epoch, whatever its val loss."""
-    from leukocli.train import RunRecorder
+    from leukocli.training.callbacks import RunRecorder
 
     run = _FakeRun()
     rec = RunRecorder(run, phase=0, keep=keep)  # type: ignore[arg-type]

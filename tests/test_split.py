@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import invoke
 from sklearn.metrics import adjusted_rand_score
 
-from leukocli.dataset import scan
+from leukocli.curation.groups import resolve_groups
+from leukocli.curation.split import run_split, split_dataset
+from leukocli.data.dataset import scan
+from leukocli.data.synth import make_dataset
 from leukocli.errors import LeukoError
-from leukocli.split import resolve_groups, run_split, split_dataset
-from leukocli.synth import make_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -146,8 +146,13 @@ def test_pattern_column_none_and_bad_specs(tmp_path: Path) -> None:
     mds = scan(manifest)
     col = resolve_groups(mds, "column:patient")
     assert len(set(col)) == 3
-    for bad in ("bogus", "column:nope", "pattern:([", "pattern:zzz_never"):
-        with pytest.raises(LeukoError):
+    for bad, message in (
+        ("bogus", "--group-by must be auto, none"),
+        ("column:nope", "no manifest column 'nope'"),
+        ("pattern:([", "invalid regular expression"),
+        ("pattern:zzz_never", "matched none of the"),
+    ):
+        with pytest.raises(LeukoError, match=message):
             resolve_groups(mds, bad)
 
 
@@ -187,26 +192,20 @@ def test_exclude_drops_quarantined_and_conflicts(tmp_path: Path) -> None:
     assert len(every) == len(rels) - 4
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(LeukoError):
+    with pytest.raises(LeukoError, match="not a readable JSON report"):
         run_split(data, tmp_path / "s2", exclude=bad)
 
 
-def test_cli_subprocess(tmp_path: Path) -> None:
+def test_cli_writes_refuses_to_overwrite_and_checks_fractions(tmp_path: Path) -> None:
     data = _flat(tmp_path)
     out = tmp_path / "cli"
-    leuko = str(Path(sys.executable).with_name("leuko"))
-    cmd = [leuko, "split", str(data), "--out", str(out), "--group-by", "none", "--seed", "0"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
+    args = ("split", str(data), "--out", str(out), "--group-by", "none", "--seed", "0")
+    first = invoke(*args)
+    assert first.code == 0, first.stderr
     assert (out / "train.csv").exists() and (out / "val.csv").exists()
-    assert "val share" in run.stdout
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2
-    assert "--force" in again.stderr
-    bad = subprocess.run(
-        [leuko, "split", str(data), "--out", str(tmp_path / "x"), "--val", "1.5"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    assert "val share" in first.stdout
+    invoke(*args).one_line_error(2, "--force")
+    invoke("split", str(data), "--out", str(tmp_path / "x"), "--val", "1.5").one_line_error(
+        2, "--val and --test must be in [0, 1)"
     )
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x").exists()

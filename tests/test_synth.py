@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
+from conftest import invoke
 from PIL import Image, ImageOps
 
-from leukocli.dataset import check_image, scan
-from leukocli.errors import LeukoError
-from leukocli.synth import CLASSES, NEAR_TRANSFORMS, make_dataset, run_synth_cli
+from leukocli.data.dataset import check_image, scan
+from leukocli.data.smear import CLASSES, NEAR_TRANSFORMS
+from leukocli.data.synth import make_dataset
 
 NAME = re.compile(r"_\d+_\d{4,}\.jpeg")
 
@@ -210,47 +210,46 @@ def test_rendered_smears_are_mostly_pink_background(tiny_dataset: Any) -> None:
 
 
 # --------------------------------------------------------------------------- CLI entry
-def test_run_synth_cli_validates_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def _synth(out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return invoke("synth", str(out), "--per-class", "3", "--size", "48x64", "--seed", "1",
+                  *extra)
+
+
+def test_synth_command_validates_and_writes(tmp_path: Path) -> None:
     out = tmp_path / "s"
-    run_synth_cli(out, per_class=3, size="48x64", seed=1, siblings=1, plant=True, force=False)
-    printed = capsys.readouterr().out
-    assert "EOSINOPHIL" in printed and "planted" in printed.lower()
+    first = _synth(out)
+    assert first.code == 0, first.stderr
+    assert "EOSINOPHIL" in first.stdout and "planted" in first.stdout.lower()
     assert (out / "planted.json").is_file() and (out / "sources.csv").is_file()
 
-    with pytest.raises(LeukoError, match="--force"):
-        run_synth_cli(out, per_class=3, size="48x64", seed=1, siblings=1, plant=True, force=False)
+    _synth(out).one_line_error(2, "--force")
     before = _tree(out)
-    run_synth_cli(out, per_class=3, size="48x64", seed=1, siblings=1, plant=True, force=True)
+    again = _synth(out, "--force")
+    assert again.code == 0, again.stderr
     assert _tree(out) == before  # same seed into the same folder: nothing changes
+    assert "sources.csv and planted.json are rewritten" in again.stderr  # says what it does
 
     # an image of the user's under a name synth wants is never replaced
     mine = next(out.glob("MONOCYTE/*.jpeg"))
     mine.write_bytes(b"the user's own picture")
-    with pytest.raises(LeukoError, match="already holds 1 different file"):
-        run_synth_cli(out, per_class=3, size="48x64", seed=1, siblings=1, plant=True, force=True)
+    _synth(out, "--force").one_line_error(2, "already holds 1 different file")
     assert mine.read_bytes() == b"the user's own picture"
 
-    for bad in (
-        dict(size="48x"),
-        dict(size="8x8"),
-        dict(per_class=0),
-        dict(siblings=0),
-        dict(per_class=2),  # planting needs 3 smears per class
+    for bad, message in (
+        (("--size", "48x"), "HEIGHTxWIDTH"),
+        (("--size", "8x8"), "below the minimum"),
+        (("--per-class", "0"), "--per-class must be at least 1"),
+        (("--siblings", "0"), "--siblings must be at least 1"),
+        (("--per-class", "2"), "planting needs --per-class 3"),
     ):
-        kwargs: dict[str, Any] = dict(
-            per_class=3, size="48x64", seed=1, siblings=1, plant=True, force=False
-        )
-        kwargs.update(bad)
-        with pytest.raises(LeukoError):
-            run_synth_cli(tmp_path / "new", **kwargs)
+        _synth(tmp_path / "new", *bad).one_line_error(2, message)
         assert not (tmp_path / "new").exists()
 
 
-def test_run_synth_cli_refuses_a_file(tmp_path: Path) -> None:
+def test_synth_command_refuses_a_file(tmp_path: Path) -> None:
     target = tmp_path / "file.txt"
     target.write_text("x")
-    with pytest.raises(LeukoError, match="not a folder"):
-        run_synth_cli(target, per_class=3, size="48x64", seed=1, siblings=1, plant=True, force=True)
+    _synth(target, "--force").one_line_error(2, "not a folder")
 
 
 def test_jpegs_carry_no_metadata(synth_dir: Path) -> None:

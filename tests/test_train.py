@@ -8,25 +8,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import invoke
 
-from leukocli.bundle import load_bundle
+from leukocli.data.synth import make_dataset
 from leukocli.errors import LeukoError
-from leukocli.model import build_model, get_backbone
-from leukocli.synth import make_dataset
-from leukocli.train import (
-    TrainOptions,
-    cpu_has_fast_bf16,
-    pick_precision,
-    run_train_cli,
-    train,
-)
+from leukocli.modeling.bundle import load_bundle
+from leukocli.modeling.model import build_model, get_backbone
+from leukocli.training.callbacks import CtrlC
+from leukocli.training.hardware import cpu_has_fast_bf16, pick_precision
+from leukocli.training.loop import train
+from leukocli.training.options import TrainOptions
 
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LEUKO_QUIET": "1"}
@@ -85,7 +82,7 @@ def _check_run_dir(run_dir: Path, epochs: int, backbone: str) -> dict:
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(hist.columns)
     latest = run_dir.parent / "latest"
     assert latest.resolve() == run_dir.resolve()
-    if backbone != "compact":
+    if backbone == "inceptionresnetv2":
         return meta  # loading a 230 MB model again adds nothing but time
     # evaluate/predict load it with nothing but the run directory
     bundle = load_bundle(latest)
@@ -105,7 +102,25 @@ def test_compact_end_to_end(small: tuple[Path, Path], tmp_path: Path) -> None:
     assert "Rescaling(1/255)" in meta["preprocessing"]
 
 
+def test_keras_applications_backbone_end_to_end(small: tuple[Path, Path], tmp_path: Path) -> None:
+    """A nested keras.applications backbone (the same code path as the paper's default)."""
+    result = train(_opts(small, backbone="mobilenetv2"), out=tmp_path / "runs" / "mnv2")
+    assert result.epochs_done == 1
+    meta = _check_run_dir(tmp_path / "runs" / "mnv2", 1, "mobilenetv2")
+    assert "[-1, 1]" in meta["preprocessing"]
+
+
+def test_inceptionresnetv2_takes_raw_pixels_and_scales_them() -> None:
+    """The paper's default backbone builds at its minimum size with its scaling inside."""
+    model = build_model("inceptionresnetv2", (75, 75), 4)
+    assert model.get_layer("scale_to_pm1") is not None
+    probs = np.asarray(model(np.full((1, 75, 75, 3), 255.0, "float32"), training=False))
+    assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1.0) < 1e-5
+
+
+@pytest.mark.slow
 def test_inceptionresnetv2_end_to_end(small: tuple[Path, Path], tmp_path: Path) -> None:
+    """The paper's setup trained and saved for real (230 MB per save; run with -m slow)."""
     result = train(_opts(small, backbone="inceptionresnetv2"), out=tmp_path / "runs" / "irv2")
     assert result.epochs_done == 1
     meta = _check_run_dir(tmp_path / "runs" / "irv2", 1, "inceptionresnetv2")
@@ -165,17 +180,14 @@ def test_transfer_schedule_with_weights_path(small: tuple[Path, Path], tmp_path:
 
 
 def test_compact_learns_synthetic_data(tmp_path: Path) -> None:
-    """Well above chance (0.25 for 4 classes) on held-out smears, in well under a minute."""
+    """Well above chance (0.25 for 4 classes) on held-out smears."""
     make_dataset(tmp_path / "data", per_class=30, size=(64, 64), seed=11, plant=False)
     split = _manifests(tmp_path / "data", tmp_path / "splits", val_per_class=8)
-    t0 = time.perf_counter()
     result = train(
         _opts(split, img_size=(64, 64), batch=16, epochs=10, patience=10, seed=1),
         out=tmp_path / "runs" / "learn",
     )
-    elapsed = time.perf_counter() - t0
     assert result.best["val_accuracy"] > 0.6, result
-    assert elapsed < 60
 
 
 def _train_one_epoch_in_subprocess(
@@ -188,7 +200,8 @@ def _train_one_epoch_in_subprocess(
 import json
 {prelude}
 from pathlib import Path
-from leukocli.train import TrainOptions, train
+from leukocli.training.loop import train
+from leukocli.training.options import TrainOptions
 r = train(TrainOptions(train_csv={str(small[0])!r}, val_csv={str(small[1])!r}, img_size=(75, 75),
           batch=4, epochs=1, backbone="compact", weights="none", precision="float32",
           strategy={strategy!r}), out=Path({str(out)!r}))
@@ -241,30 +254,20 @@ def test_library_errors_before_building(small: tuple[Path, Path], tmp_path: Path
         with pytest.raises(LeukoError, match=pattern):
             train(_opts(small, **overrides), out=tmp_path / "runs" / "never")
         assert not (tmp_path / "runs" / "never").exists()
-    with pytest.raises(LeukoError, match="HEIGHTxWIDTH"):
-        run_train_cli(
-            train_csv=small[0], val_csv=small[1], img="240x", batch=4, epochs=1, lr=1e-3,
-            backbone="compact", weights="auto", unfreeze=0, augment=True, class_weights="auto",
-            patience=5, precision="auto", strategy="auto", seed=0, out=tmp_path / "x",
-            resume=False,
-        )
 
 
 def test_cli_errors_are_one_line(small: tuple[Path, Path], tmp_path: Path) -> None:
-    for args, needle in ((["--img", "60x60", "--weights", "none"], "minimum input is 75x75"),
-                         (["--backbone", "compact", "--keep", "first"], "--keep")):
-        proc = subprocess.run(
-            [sys.executable, "-m", "leukocli.cli", "train", "--train", str(small[0]),
-             "--val", str(small[1]), *args],
-            capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=120,
-        )
-        assert proc.returncode == 2, proc.stderr
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        assert lines[-1].startswith("error: ") and needle in lines[-1], proc.stderr
-        assert "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "leukocli.cli", "train"], capture_output=True,
-                          text=True, env=ENV, cwd=tmp_path, timeout=120)
-    assert proc.returncode == 2 and "run `leuko split" in proc.stderr
+    data = ("--train", str(small[0]), "--val", str(small[1]))
+    for args, needle in (
+        (("--img", "60x60", "--weights", "none"), "minimum input is 75x75"),
+        (("--backbone", "compact", "--keep", "first"), "unknown --keep 'first'"),
+        (("--img", "240x"), "HEIGHTxWIDTH"),
+        (("--batch", "0"), "--batch must be at least 1"),
+        (("--backbone", "compact", "--epochs", "0"), "--epochs must be at least 1"),
+    ):
+        invoke("train", *data, *args, cwd=tmp_path).one_line_error(2, needle)
+    invoke("train", cwd=tmp_path).one_line_error(2, "run `leuko split")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_ctrl_c_saves_state_and_says_how_to_resume(
@@ -272,7 +275,7 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(
 ) -> None:
     run_dir = tmp_path / "runs" / "sig"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "leukocli.cli", "train", "--train", str(small[0]), "--val",
+        [sys.executable, "-m", "leukocli", "train", "--train", str(small[0]), "--val",
          str(small[1]), "--img", "75x75", "--batch", "2", "--epochs", "50", "--backbone",
          "compact", "--precision", "float32", "--out", str(run_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
@@ -285,23 +288,28 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert f"leuko train --resume --out {run_dir}" in err
+    assert f"continue with: leuko train --resume --out {run_dir}" in err
+    assert "Traceback" not in err
     meta = json.loads((run_dir / "leuko.json").read_text())
     assert meta["status"] == "interrupted" and meta["epochs_done"] >= 1
     assert (run_dir / "checkpoints").is_dir()
 
 
 def test_precision_auto() -> None:
+    import tensorflow as tf
+
     assert cpu_has_fast_bf16("flags\t: fpu avx512f avx512_bf16 amx_tile\n")
     assert not cpu_has_fast_bf16("flags\t: fpu sse4_2 avx2\n")
     assert pick_precision("float32") == "float32"
-    assert pick_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
+    if tf.config.list_physical_devices("GPU"):
+        expected = "mixed_float16"
+    else:
+        expected = "mixed_bfloat16" if cpu_has_fast_bf16() else "float32"
+    assert pick_precision("auto") == expected
 
 
 def test_ctrl_c_is_raised_at_the_next_batch_boundary_and_the_handler_restored() -> None:
     """The signal only sets a flag (TensorFlow's native calls could swallow an exception)."""
-    from leukocli.train import CtrlC
-
     before = signal.getsignal(signal.SIGINT)
     guard = CtrlC()
     guard.install()

@@ -1,0 +1,109 @@
+"""The layout is true: imports point downward, only the CLI prints, the core is silent,
+and no function or module grows past what a newcomer can hold (issue: code health)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import leukocli
+from leukocli._util.progress import Collecting
+
+PACKAGE = Path(leukocli.__file__).parent
+# lower layers never import higher ones (see ARCHITECTURE.md)
+LAYERS = {"_util": 0, "errors": 0, "_tf": 0, "__init__": 0, "data": 1, "curation": 2,
+          "modeling": 3, "evaluation": 4, "training": 5, "cli": 6, "__main__": 7}
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _layer(path: Path) -> int:
+    part = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    return LAYERS[part]
+
+
+def _imported(path: Path) -> list[tuple[str, int]]:
+    """(top-level leukocli part, line) of every leukocli import in a module."""
+    tree = ast.parse(path.read_text())
+    here = path.relative_to(PACKAGE).parts[:-1]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(here[: len(here) - node.level + 1])
+                target = [*base, *(node.module or "").split(".")] if node.module else base
+                if not target:
+                    target = [alias.name for alias in node.names][:1]
+            elif (node.module or "").startswith("leukocli"):
+                target = (node.module or "").split(".")[1:] or ["__init__"]
+            else:
+                continue
+            out.append((target[0] if target else "__init__", node.lineno))
+    return out
+
+
+def test_imports_only_point_downward() -> None:
+    wrong = []
+    for path in _modules():
+        own = _layer(path)
+        for part, line in _imported(path):
+            if LAYERS.get(part, 0) > own:
+                wrong.append(f"{path.relative_to(PACKAGE)}:{line} imports {part}")
+    assert not wrong, wrong
+
+
+def test_only_the_cli_prints_or_imports_rich_and_typer() -> None:
+    wrong = []
+    for path in _modules():
+        if _layer(path) >= LAYERS["cli"]:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(n.split(".")[0] in ("rich", "typer") for n in names):
+                wrong.append(f"{path.relative_to(PACKAGE)}:{node.lineno} imports {names}")
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "print":
+                wrong.append(f"{path.relative_to(PACKAGE)}:{node.lineno} calls print")
+    assert not wrong, wrong
+
+
+def test_functions_and_modules_stay_small() -> None:
+    long = []
+    for path in _modules():
+        source = path.read_text()
+        if len(source.splitlines()) > 400:
+            long.append(f"{path.relative_to(PACKAGE)}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > 60:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} {size}")
+    assert not long, long
+
+
+def test_library_calls_are_silent(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """dedupe and split from Python print nothing; a Reporter receives their notes."""
+    from leukocli.curation.dedupe import find_duplicates
+    from leukocli.curation.split import run_split
+    from leukocli.data.synth import make_dataset
+
+    data = tmp_path / "data"
+    make_dataset(data, per_class=4, size=(64, 64), seed=2, siblings=2, plant=True)
+    capfd.readouterr()
+    findings = find_duplicates(data)
+    summary = run_split(data, tmp_path / "splits", val=0.25, group_by="auto")
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert findings.groups and summary["splits"]["val"]["images"] > 0
+    notes = Collecting()
+    run_split(data, tmp_path / "splits2", val=0.25, group_by="none", reporter=notes)
+    assert any("wrote train.csv" in m for m in notes.infos)
+    assert capfd.readouterr() == ("", "")

@@ -1,0 +1,69 @@
+"""Sibling discovery: views of one photo are linked, different photos are not, tiny or
+featureless images stay alone without a crash, and the result is cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leukocli._util.progress import Collecting
+from leukocli.curation import siblings
+from leukocli.curation.keypoints import compute_features, file_key
+from leukocli.data.smear import augment_view, render_smear
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEUKO_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _views(tmp_path: Path) -> list[Path]:
+    """Two smears, three augmented views each, plus a second, unrelated smear."""
+    paths = []
+    for s in range(2):
+        rng = np.random.default_rng([9, s])
+        base = render_smear("NEUTROPHIL", (120, 160), rng)
+        for v in range(3):
+            p = tmp_path / f"s{s}_v{v}.png"
+            augment_view(base, rng).save(p)
+            paths.append(p)
+    return paths
+
+
+def test_views_of_one_smear_are_linked_and_others_are_not(tmp_path: Path) -> None:
+    paths = _views(tmp_path)
+    feats = compute_features(paths, [file_key(p) for p in paths])
+    assert siblings._inliers(feats[0], feats[1]) >= siblings.MIN_INLIERS
+    assert siblings._inliers(feats[0], feats[3]) < siblings.MIN_INLIERS
+    groups = siblings.discover_groups(paths, ["NEUTROPHIL"] * len(paths))
+    assert len(set(groups[:3])) == 1 and len(set(groups[3:])) == 1
+    assert groups[0] != groups[3]
+
+
+def test_tiny_images_stay_alone_with_one_warning(tmp_path: Path) -> None:
+    paths = _views(tmp_path)[:2]
+    for name, size in (("one.png", (1, 1)), ("thin.png", (300, 2))):
+        Image.new("RGB", size, (200, 100, 150)).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    notes = Collecting()
+    groups = siblings.discover_groups(paths, ["A"] * len(paths), reporter=notes)
+    assert groups[0] == groups[1]
+    assert len({groups[2], groups[3], groups[0]}) == 3
+    assert len(notes.warnings) == 1 and "2 image(s) carry no keypoints" in notes.warnings[0]
+
+
+def test_groups_are_cached_and_follow_file_changes(tmp_path: Path) -> None:
+    paths = _views(tmp_path)
+    labels = ["N"] * len(paths)
+    first = siblings.discover_groups(paths, labels)
+    notes = Collecting()
+    assert siblings.discover_groups(paths, labels, reporter=notes) == first
+    assert any("reused from cache" in m for m in notes.infos)
+    Image.new("RGB", (120, 160), (10, 200, 10)).save(paths[0])  # the file changed
+    notes = Collecting()
+    again = siblings.discover_groups(paths, labels, reporter=notes)
+    assert not any("reused from cache" in m for m in notes.infos)
+    assert again[0] != again[1]
