@@ -29,9 +29,7 @@ import json, resource, sys, time
 tool, folder = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
 if tool == "leuko":
-    from leukocli.console import set_quiet
-    from leukocli.dedupe import find_duplicates
-    set_quiet(True)
+    from leukocli.curation.dedupe import find_duplicates
     f = find_duplicates(folder)
     images, pairs = f.scanned, sum(len(g.files) - 1 for g in f.groups)
 else:

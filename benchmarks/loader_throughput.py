@@ -47,7 +47,7 @@ def pillow_loop(paths: list[str], size: tuple[int, int], batch: int) -> float:
 
 
 def leuko_loader(paths: list[str], size: tuple[int, int], batch: int, augment: bool) -> float:
-    from leukocli.loader import build_dataset
+    from leukocli.modeling.loader import build_dataset
 
     ds = build_dataset(paths, [0] * len(paths), size, batch, training=True, augment=augment)
     for _ in ds.take(2):  # build the graph and fill the prefetch buffer first
@@ -62,11 +62,11 @@ def leuko_loader(paths: list[str], size: tuple[int, int], batch: int, augment: b
 def keras_layers_pipeline(paths: list[str], size: tuple[int, int], batch: int) -> float:
     """leuko's first loader: the same decode, then Keras's chained augmentation layers
     (flip, rotation, translation, zoom: three resampling passes per image). Kept here as
-    the measured reason for the fused transform in leukocli.loader."""
+    the measured reason for the fused transform in leukocli.modeling.augment."""
     import keras
+    from leukocli.modeling.loader import load_image
 
     from leukocli._tf import tf
-    from leukocli.loader import load_image
 
     chain = keras.Sequential([
         keras.layers.RandomFlip("horizontal_and_vertical"),

@@ -23,8 +23,8 @@ t0 = time.perf_counter()
 import leukocli._tf  # interpreter is already up; this is the TensorFlow import
 t1 = time.perf_counter()
 from pathlib import Path
-from leukocli.bundle import load_bundle
-from leukocli.predict import predict_probs
+from leukocli.modeling.bundle import load_bundle
+from leukocli.evaluation.predict import predict_probs
 b = load_bundle(Path(sys.argv[1]))
 t2 = time.perf_counter()
 predict_probs(b, [sys.argv[2]])

@@ -1,7 +1,7 @@
 """How close `leuko predict DIR` comes to the model's own forward-pass rate.
 
 Builds an untrained InceptionResNetV2 (weights none; speed does not depend on weights)
-at the run's input size, saves it as a run with leukocli.bundle.save_bundle, then measures:
+at the run's input size, saves it as a run with leukocli.modeling.bundle.save_bundle, then measures:
 
 1. `leuko predict DIR --format csv > /dev/null` on N real images (end to end, a subprocess,
    including Python/TensorFlow start-up and model loading), and the same command on one
@@ -44,8 +44,7 @@ def _pick_images(root: Path, n: int) -> list[Path]:
 
 def _build_run(run: Path, img_size: tuple[int, int]) -> None:
     import keras
-
-    from leukocli.bundle import save_bundle
+    from leukocli.modeling.bundle import save_bundle
 
     inp = keras.Input((*img_size, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)  # InceptionResNetV2 preprocessing
@@ -67,7 +66,7 @@ def _build_run(run: Path, img_size: tuple[int, int]) -> None:
 
 def _time_cli(args: list[str]) -> float:
     exe = shutil.which("leuko")
-    cmd = [exe] if exe else [sys.executable, "-m", "leukocli.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "leukocli"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     start = time.perf_counter()
     res = subprocess.run(
@@ -100,7 +99,7 @@ def _pipeline_rate(bundle: object, paths: list[Path], batch: int) -> float:
     Timed on one batch and on all of `paths`; the difference removes the per-call fixed
     cost (building the dataset, filling the first batch) that a long run pays only once.
     """
-    from leukocli.predict import predict_probs
+    from leukocli.evaluation.predict import predict_probs
 
     predict_probs(bundle, paths[:batch], batch)  # type: ignore[arg-type]  # warm up
     start = time.perf_counter()
@@ -134,7 +133,7 @@ def main() -> None:
     run = work / "run"
     _build_run(run, (h, w))
 
-    from leukocli.bundle import load_bundle
+    from leukocli.modeling.bundle import load_bundle
 
     bundle = load_bundle(run)
     sample = picked[: args.batch * (args.forward_batches + 1)]
