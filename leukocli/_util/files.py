@@ -20,6 +20,16 @@ from ..errors import LeukoError
 LOCK_NAME = ".leuko.lock"
 
 
+def _file_mode() -> int:
+    """What a plain open() would give a new file: 0o666 less the umask (mkstemp gives 0o600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 def file_sha256(path: Path) -> str:
     """Content identity of a file (streamed, so large files cost no memory)."""
     h = hashlib.sha256()
@@ -58,6 +68,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
