@@ -6,8 +6,14 @@ command imports the core it needs inside its body.
 
 from __future__ import annotations
 
-from . import dedupe, demo, evaluate, predict, split, synth, train  # noqa: F401, I001 - registers, in workflow order
+from importlib import import_module
+
 from .app import app
+
+# Each command module registers itself on import; this order is the order of `--help`.
+COMMANDS = ("dedupe", "split", "train", "cv", "evaluate", "predict", "synth", "demo")
+for _name in COMMANDS:
+    import_module(f"{__name__}.{_name}")
 
 
 def main() -> None:

@@ -61,6 +61,7 @@ def make_progress(*extra_columns: Any, transient: bool = False) -> Progress:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
         *extra_columns,
     ]
     return Progress(*columns, console=err_console, transient=transient,
@@ -100,7 +101,7 @@ class RichReporter(Reporter):
             self._progress.start()
         progress = self._progress
         assert progress is not None
-        task_id = progress.add_task(description, total=total)
+        task_id = progress.add_task(description, total=total, note="")
         self._depth += 1
 
         def advance(n: int = 1, **fields: Any) -> None:
