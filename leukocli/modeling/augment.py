@@ -102,39 +102,61 @@ def apply_transforms(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
     )
 
 
-def augment_batch(images: tf.Tensor, policy: AugmentPolicy) -> tf.Tensor:
-    """Random geometry (one resampling) and, per policy, contrast stretch and colour jitter."""
+class _Draws:
+    """Random numbers for one batch: stateless from `seed` (repeatable, safe in parallel
+    tf.data maps), or from TensorFlow's global generator when there is no seed."""
+
+    def __init__(self, seed: tf.Tensor | None) -> None:
+        self.seed = seed
+        self.k = 0
+
+    def uniform(self, shape: list[tf.Tensor | int], lo: float, hi: float) -> tf.Tensor:
+        from .._tf import tf
+
+        self.k += 1
+        if self.seed is None:
+            return tf.random.uniform(shape, lo, hi)
+        seed = tf.random.experimental.stateless_fold_in(self.seed, self.k)
+        return tf.random.stateless_uniform(shape, seed=seed, minval=lo, maxval=hi)
+
+
+def augment_batch(
+    images: tf.Tensor, policy: AugmentPolicy, seed: tf.Tensor | None = None
+) -> tf.Tensor:
+    """Random geometry (one resampling) and, per policy, contrast stretch and colour jitter.
+
+    With `seed` (an int tensor of shape [2]) the batch's draws are a pure function of it,
+    so a seeded training run sees the same augmentation every time.
+    """
     from .._tf import tf
 
     shape = tf.shape(images)
     b, h, w = shape[0], shape[1], shape[2]
     hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-
-    def uniform(limit: float) -> tf.Tensor:
-        return tf.random.uniform([b], -limit, limit)
-
+    draw = _Draws(seed)
     transforms = affine_transforms(
         h, w,
-        angle=uniform(policy.rotation),
-        shear=uniform(policy.shear),
-        zoom=1.0 + uniform(policy.zoom),
-        shift_y=uniform(policy.shift) * hf,
-        shift_x=uniform(policy.shift) * wf,
-        flip_h=tf.random.uniform([b]) < 0.5,
-        flip_v=tf.random.uniform([b]) < 0.5,
+        angle=draw.uniform([b], -policy.rotation, policy.rotation),
+        shear=draw.uniform([b], -policy.shear, policy.shear),
+        zoom=1.0 + draw.uniform([b], -policy.zoom, policy.zoom),
+        shift_y=draw.uniform([b], -policy.shift, policy.shift) * hf,
+        shift_x=draw.uniform([b], -policy.shift, policy.shift) * wf,
+        flip_h=draw.uniform([b], 0.0, 1.0) < 0.5,
+        flip_v=draw.uniform([b], 0.0, 1.0) < 0.5,
     )
     x = apply_transforms(images, transforms)
     if policy.contrast_stretch > 0:
         lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
         hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
         stretched = (x - lo) * (255.0 / tf.maximum(hi - lo, 1.0))
-        pick = tf.random.uniform([b, 1, 1, 1]) < policy.contrast_stretch
+        pick = draw.uniform([b, 1, 1, 1], 0.0, 1.0) < policy.contrast_stretch
         x = tf.where(pick, stretched, x)
     if policy.color > 0:
-        gain = 1.0 + tf.random.uniform([b, 1, 1, 3], -policy.color, policy.color)
-        offset = tf.random.uniform([b, 1, 1, 3], -150.0 * policy.color, 150.0 * policy.color)
+        c = policy.color
+        gain = 1.0 + draw.uniform([b, 1, 1, 3], -c, c)
+        offset = draw.uniform([b, 1, 1, 3], -150.0 * c, 150.0 * c)
         grey = tf.reduce_mean(x, axis=3, keepdims=True)
-        sat = 1.0 + tf.random.uniform([b, 1, 1, 1], -2.5 * policy.color, 2.5 * policy.color)
+        sat = 1.0 + draw.uniform([b, 1, 1, 1], -2.5 * c, 2.5 * c)
         x = grey + (x - grey) * sat
         x = x * gain + offset
     return tf.clip_by_value(x, 0.0, 255.0)

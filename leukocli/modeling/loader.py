@@ -88,13 +88,18 @@ def build_dataset(
     )
     if training and len(paths) > 1:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    # deterministic order everywhere: with the seeded shuffle and per-batch augmentation
+    # seeds below, a seeded run is repeatable (what cv's --fold/--collect relies on)
     ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=not training)
+                deterministic=True)
     ds = ds.batch(batch_size)
     if training and augment:
         policy = get_augment_policy("paper" if augment is True else str(augment))
-        ds = ds.map(lambda x, y: (augment_batch(x, policy), y),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda xy, s: (augment_batch(xy[0], policy, s), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )
     if labels is None:
         ds = ds.map(lambda x, y: x)
     elif n_classes is not None:
