@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # keras (and TensorFlow) load only when a model is really nee
 MODEL_FILE = "model.keras"
 META_FILE = "leuko.json"
 LATEST = "latest"
+ENSEMBLE_KEY = "members"  # leuko.json of an ensemble lists its member run folders
 
 _HOW_TO_GET_ONE = (
     "train one with `leuko train` (or try `leuko demo`), or point --model at a run "
@@ -204,8 +205,56 @@ def locate(path: Path) -> tuple[Path, Path, Path | None]:
 
 def read_meta(path: Path) -> dict[str, Any]:
     """The run metadata for a --model argument without loading the model (cheap: no TF)."""
-    model_path, meta_path, _ = locate(path)
+    p = resolve_run_dir(Path(path))
+    members = ensemble_members(p)
+    if members is not None:
+        return read_json_object(p / META_FILE, "ensemble metadata")
+    model_path, meta_path, _ = locate(p)
     return read_run_meta(meta_path, model_path)
+
+
+def ensemble_members(p: Path) -> list[Path] | None:
+    """The member run folders when `p` is an ensemble run (leuko cv), else None."""
+    meta_path = p / META_FILE
+    if not (p.is_dir() and meta_path.is_file()) or (p / MODEL_FILE).exists():
+        return None
+    meta = read_json_object(meta_path, "run metadata")
+    if ENSEMBLE_KEY not in meta:
+        return None
+    members = [p / str(m) for m in meta[ENSEMBLE_KEY]]
+    missing = [m.name for m in members if not (m / MODEL_FILE).exists()]
+    if missing or not members:
+        raise LeukoError(
+            f"{p} is an ensemble whose member(s) {', '.join(missing) or '(none listed)'} "
+            "hold no model; finish them (leuko cv --fold N --out RUN) and collect again"
+        )
+    return members
+
+
+def write_ensemble(run_dir: Path, members: list[str], meta: dict[str, Any]) -> None:
+    """leuko.json of an ensemble run: the member folders (relative), classes and size."""
+    atomic_write_json(run_dir / META_FILE, {**meta, ENSEMBLE_KEY: list(members)})
+
+
+def _load_ensemble(run_dir: Path, members: list[Path]) -> Bundle:
+    """One Keras model averaging the members' softmax outputs (they share classes and size)."""
+    from .._tf import keras
+
+    meta = read_json_object(run_dir / META_FILE, "ensemble metadata")
+    parts = [load_bundle(m) for m in members]
+    classes, size = [str(c) for c in meta["classes"]], tuple(int(v) for v in meta["img_size"])
+    for m, b in zip(members, parts, strict=True):
+        if b.classes != classes or b.img_size != size:
+            raise LeukoError(f"ensemble member {m} has other classes or image size than {run_dir}")
+    inputs = keras.Input((size[0], size[1], 3), name="image", dtype="float32")
+    outputs = []
+    for i, b in enumerate(parts):
+        b.model.name = f"member_{i}"
+        outputs.append(b.model(inputs))
+    mean = keras.layers.Average(name="ensemble_mean", dtype="float32")(outputs)
+    model = keras.Model(inputs, mean, name="leuko_ensemble")
+    return Bundle(model=model, classes=classes, img_size=(size[0], size[1]), meta=meta,
+                  run_dir=run_dir)
 
 
 def read_run_meta(meta_path: Path, model_path: Path) -> dict[str, Any]:
@@ -228,8 +277,13 @@ def read_run_meta(meta_path: Path, model_path: Path) -> dict[str, Any]:
 
 
 def load_bundle(path: Path) -> Bundle:
-    """Load a run directory, `runs/latest`, or a .keras file with leuko.json beside it."""
-    model_path, meta_path, run_dir = locate(path)
+    """Load a run directory, `runs/latest`, a .keras file with leuko.json beside it, or an
+    ensemble run (leuko cv), which becomes one model averaging its members."""
+    p = resolve_run_dir(Path(path))
+    members = ensemble_members(p)
+    if members is not None:
+        return _load_ensemble(p, members)
+    model_path, meta_path, run_dir = locate(p)
     if not zipfile.is_zipfile(model_path):
         raise LeukoError(f"{model_path} is not a Keras model file (a .keras file is a zip archive)")
     meta = read_run_meta(meta_path, model_path)

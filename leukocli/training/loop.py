@@ -124,12 +124,14 @@ def train(
     resume: bool = False,
     reporter: Reporter = SILENT,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    latest: bool = True,
 ) -> TrainResult:
     """Train (or resume) a run; returns a TrainResult (interrupted=True after Ctrl-C).
 
     With resume=True the options saved in `out` (or runs/latest) are reused and `opts`
     is ignored; training continues from the last completed epoch to the planned count.
     Two runs never write one folder: the second refuses, naming the first's pid.
+    `latest=False` leaves runs/latest alone (cv's folds).
     """
     if resume:
         run_dir = find_resume_dir(out)
@@ -152,7 +154,8 @@ def train(
         if resume:
             reporter.info(f"resuming {run_dir} from epoch "
                           f"{int(meta.get('epochs_done', 0)) + 1}/{plan.recipe.epochs}")
-        return _with_precision(plan, inputs, run_dir, meta, resume, reporter, extra_callbacks)
+        return _with_precision(plan, inputs, RunFolder(run_dir, meta, reporter, latest), resume,
+                               reporter, extra_callbacks)
 
 
 def _check_fresh(run_dir: Path, resume: bool) -> None:
@@ -163,7 +166,7 @@ def _check_fresh(run_dir: Path, resume: bool) -> None:
 
 
 def _with_precision(
-    plan: TrainPlan, inputs: _Inputs, run_dir: Path, meta: dict[str, Any], resume: bool,
+    plan: TrainPlan, inputs: _Inputs, run: RunFolder, resume: bool,
     reporter: Reporter, extra_callbacks: Sequence[keras.callbacks.Callback],
 ) -> TrainResult:
     """Seed, precision policy and strategy around the fit; the policy is restored after."""
@@ -173,13 +176,13 @@ def _with_precision(
     keras.mixed_precision.set_global_policy(precision)
     try:
         strategy, strategy_desc = make_strategy(plan.options.strategy, reporter)
+        meta = run.meta
         if resume:
             _warn_changed_manifests(meta, inputs, reporter)
         meta.update(run_metadata(plan, inputs, precision, strategy_desc))
         meta.setdefault("created", datetime.now().isoformat(timespec="seconds"))
         meta.setdefault("epochs_done", 0)
         meta.setdefault("best", None)
-        run = RunFolder(run_dir, meta, reporter)
         run.write_meta()
         return _fit(plan, inputs, run, strategy, reporter, extra_callbacks)
     finally:

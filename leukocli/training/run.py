@@ -90,14 +90,15 @@ def read_run_options(run_dir: Path) -> dict[str, Any]:
 class RunFolder:
     """Metadata, history and model writes of one run folder, each atomic."""
 
-    def __init__(self, run_dir: Path, meta: dict[str, Any], reporter: Reporter = SILENT) -> None:
+    def __init__(self, run_dir: Path, meta: dict[str, Any], reporter: Reporter = SILENT,
+                 latest: bool = True) -> None:
         self.dir = Path(run_dir)
         self.meta = meta
         self.reporter = reporter
         self._t_start = time.perf_counter()
         self._wall_before = float(meta.get("wall_time_s", 0.0))
         self.latest_note: str | None = None
-        self._pointed = False
+        self._pointed = not latest  # a cv fold never moves runs/latest
 
     @property
     def history_path(self) -> Path:
