@@ -190,50 +190,6 @@ def test_compact_learns_synthetic_data(tmp_path: Path) -> None:
     assert result.best["val_accuracy"] > 0.6, result
 
 
-def _train_one_epoch_in_subprocess(
-    small: tuple[Path, Path], out: Path, strategy: str, prelude: str = "",
-    env: dict[str, str] | None = None,
-) -> dict[str, object]:
-    """Train compact for one epoch in a fresh interpreter (device set-up must come first);
-    returns the run's leuko.json."""
-    script = f"""
-import json
-{prelude}
-from pathlib import Path
-from leukocli.training.loop import train
-from leukocli.training.options import TrainOptions
-r = train(TrainOptions(train_csv={str(small[0])!r}, val_csv={str(small[1])!r}, img_size=(75, 75),
-          batch=4, epochs=1, backbone="compact", weights="none", precision="float32",
-          strategy={strategy!r}), out=Path({str(out)!r}))
-print(json.dumps({{"done": r.epochs_done}}))
-"""
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env or ENV, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"done": 1}
-    meta: dict[str, object] = json.loads((out / "leuko.json").read_text())
-    return meta
-
-
-def test_mirrored_over_two_logical_cpus(small: tuple[Path, Path], tmp_path: Path) -> None:
-    two_cpus = """
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
-"""
-    meta = _train_one_epoch_in_subprocess(small, tmp_path / "runs" / "m", "mirrored", two_cpus)
-    assert str(meta["strategy"]).startswith("mirrored over 2 device(s)")
-
-
-def test_multiworker_without_tf_config_trains_as_one_worker(
-    small: tuple[Path, Path], tmp_path: Path
-) -> None:
-    env = {k: v for k, v in ENV.items() if k != "TF_CONFIG"}
-    meta = _train_one_epoch_in_subprocess(small, tmp_path / "runs" / "w", "multiworker", env=env)
-    assert str(meta["strategy"]).startswith("multi-worker mirrored (1 worker(s)")
-
-
 def test_library_errors_before_building(small: tuple[Path, Path], tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("path,label\n")

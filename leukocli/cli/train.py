@@ -73,7 +73,8 @@ def summarize(result: TrainResult) -> None:
             f"val loss {best.get('val_loss', float('nan')):.4f}, "
             f"val accuracy {best.get('val_accuracy', float('nan')):.4f}"
         )
-    latest = "runs/latest left alone" if result.latest_note else "runs/latest points at it"
+    pointer = result.run_dir.parent / "latest"
+    latest = f"{pointer} left alone" if result.latest_note else f"{pointer} points at it"
     console.print(
         f"run saved in {result.run_dir} (model.keras, leuko.json, {HISTORY_FILE}, "
         f"{CURVES_FILE}); {latest} ({result.wall_time_s:.0f}s)", soft_wrap=True,

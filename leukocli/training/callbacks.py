@@ -74,6 +74,29 @@ class EpochProgress(keras.callbacks.Callback):
         self._stack = ExitStack()
 
 
+class SyncMovingStatistics(keras.callbacks.Callback):
+    """Averages BatchNormalization's moving statistics over all workers at each epoch end.
+
+    Gradients are all-reduced, but each worker updates its moving mean and variance from
+    its own batches, so under several workers the saved models would differ in them.
+    Averaging them (once per epoch, before the model is saved) makes every worker save
+    the same model, whatever the backbone.
+    """
+
+    def __init__(self, strategy: Any) -> None:
+        super().__init__()
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        from .._tf import tf
+
+        for v in self.model.non_trainable_weights:
+            if not v.path.endswith(("moving_mean", "moving_variance")):
+                continue
+            local = self.strategy.run(lambda x=v: tf.identity(x.value))
+            v.assign(self.strategy.reduce("MEAN", local, axis=None))
+
+
 class CtrlC(keras.callbacks.Callback):
     """Turns the first Ctrl-C into a KeyboardInterrupt raised at the next batch boundary.
 

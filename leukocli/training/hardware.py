@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .._tf import tf
@@ -34,6 +35,43 @@ def pick_precision(name: str) -> str:
     return "mixed_bfloat16" if cpu_has_fast_bf16() else "float32"
 
 
+def worker_timeout() -> float:
+    """Seconds a worker waits for the others in a collective before giving up.
+
+    Without a limit, a worker whose peer died waits forever. LEUKO_WORKER_TIMEOUT
+    overrides the default of 120 s (a slow first step must still fit inside it).
+    """
+    text = os.environ.get("LEUKO_WORKER_TIMEOUT", "")
+    try:
+        return max(1.0, float(text)) if text else 120.0
+    except ValueError:
+        return 120.0
+
+
+def _reduce_leaf_by_leaf(strategy: tf.distribute.Strategy) -> None:
+    """Make `strategy.reduce` take what Keras 3's fit gives it under several workers.
+
+    Keras 3 (keras-team/keras#20585) reduces a nested (x, y, weight) batch in one call,
+    which MultiWorkerMirroredStrategy's collective reduce refuses ("Attempt to convert a
+    value (PerReplica...)"), and it reduces scalar losses along axis 0, which has none.
+    Here each leaf is reduced on its own, scalars without an axis. Every worker reduces
+    the same leaves in the same order, so the collectives still match.
+    """
+    whole = strategy.reduce
+
+    def one(reduce_op: object, v: object, axis: object) -> object:
+        local = (strategy.experimental_local_results(v)[0]
+                 if isinstance(v, tf.distribute.DistributedValues) else v)
+        if axis is not None and getattr(getattr(local, "shape", None), "rank", None) == 0:
+            axis = None
+        return whole(reduce_op, v, axis=axis)
+
+    def reduce(reduce_op: object, value: object, axis: object = None) -> object:
+        return tf.nest.map_structure(lambda v: one(reduce_op, v, axis), value)
+
+    strategy.reduce = reduce  # type: ignore[method-assign]
+
+
 def make_strategy(name: str, reporter: Reporter = SILENT) -> tuple[tf.distribute.Strategy, str]:
     """Resolve --strategy to a tf.distribute strategy and a description for leuko.json.
 
@@ -46,7 +84,12 @@ def make_strategy(name: str, reporter: Reporter = SILENT) -> tuple[tf.distribute
     key = choose(name or "auto", STRATEGIES, "--strategy")
     if key == "multiworker":
         # Before anything else touches the devices: collective ops are configured at start.
-        mw = tf.distribute.MultiWorkerMirroredStrategy()
+        mw = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=worker_timeout()
+            )
+        )
+        _reduce_leaf_by_leaf(mw)
         resolver = mw.cluster_resolver
         spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
         workers = sum(len(v) for v in spec.values()) or 1

@@ -26,7 +26,7 @@ from ..modeling.backbones import get_backbone_spec
 from ..modeling.bundle import META_FILE
 from ..modeling.loader import build_dataset
 from ..modeling.model import build_model, set_backbone_trainable
-from .callbacks import CtrlC, EpochProgress, RunRecorder
+from .callbacks import CtrlC, EpochProgress, RunRecorder, SyncMovingStatistics
 from .hardware import make_strategy, pick_precision
 from .options import TrainOptions, TrainPlan, resolve
 from .run import (
@@ -286,10 +286,25 @@ def _fit_phases(fit: _Fit, phases: list[Phase]) -> bool:
                 break  # early stop
     except KeyboardInterrupt:
         return True
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.AbortedError) as exc:
+        fit.run.meta["status"] = "interrupted"
+        fit.run.write_meta()
+        raise LeukoError(
+            f"another training worker stopped or stopped answering ({_op_error_line(exc)}); "
+            f"this worker stopped too: restart the others, then continue every worker with "
+            f"`leuko train --resume --out {fit.run.dir}`"
+        ) from None
     finally:
         fit.ctrl_c.restore()
         fit.progress.close()
     return False
+
+
+def _op_error_line(exc: tf.errors.OpError) -> str:
+    """The readable part of a TensorFlow error: its first line, without the node name."""
+    first = (exc.message or str(exc)).strip().splitlines()[0]
+    return first.split("}} ", 1)[-1][:160]
 
 
 def _compile(fit: _Fit, phase: Phase) -> None:
@@ -313,7 +328,10 @@ def _compile(fit: _Fit, phase: Phase) -> None:
 def _callbacks(fit: _Fit, phase: Phase) -> list[keras.callbacks.Callback]:
     recipe, opts = fit.plan.recipe, fit.plan.options
     # state first, then the summary line: once a user sees "epoch N", epoch N is saved
-    callbacks: list[keras.callbacks.Callback] = [
+    callbacks: list[keras.callbacks.Callback] = []
+    if isinstance(fit.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        callbacks.append(SyncMovingStatistics(fit.strategy))  # before the model is saved
+    callbacks += [
         RunRecorder(fit.run, phase.number, recipe.keep),
         keras.callbacks.BackupAndRestore(
             str(fit.run.dir / CHECKPOINT_DIR / f"phase{phase.number}"), double_checkpoint=True
