@@ -53,6 +53,35 @@ def test_cell_crop_centres_on_the_purple_cell_and_survives_save_load(tmp_path: P
                                rtol=1e-6)
 
 
+def test_cell_sized_crop_gives_a_cell_the_same_size_however_it_is_framed() -> None:
+    """The disc fills the same share of the crop in a photo and in the photo zoomed 2x;
+    a crop that takes a fixed share of the image would see it twice as large."""
+    from PIL import Image as PILImage
+
+    from leukocli.modeling.layers import CellCrop
+
+    photo = _smear(120, 160, 60, 80, r=14)
+    zoomed = np.asarray(PILImage.fromarray(photo[30:90, 40:120].astype(np.uint8)).resize(
+        (160, 120), PILImage.Resampling.BILINEAR), np.float32)
+
+    def disc_share(layer: CellCrop, image: np.ndarray) -> float:
+        crop = layer(image[None]).numpy()[0]
+        return float(((crop[..., 2] - crop[..., 0]) > 40).mean())
+
+    sized = CellCrop(size=48, scale=1.9)
+    assert disc_share(sized, zoomed) == pytest.approx(disc_share(sized, photo), rel=0.15)
+    fixed = CellCrop(size=48, window=0.6)
+    assert disc_share(fixed, zoomed) > 3 * disc_share(fixed, photo)
+    # the crop is differentiable in the image: Grad-CAM can look through it
+    from leukocli._tf import tf
+
+    x = tf.constant(photo[None])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(sized(x))
+    assert float(tf.reduce_sum(tf.abs(tape.gradient(total, x)))) > 0
+
+
 def test_model_with_crop_cell_takes_whole_images() -> None:
     from leukocli.modeling.model import build_model
 

@@ -135,6 +135,17 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         D.crop_cell,
     ),
+    "crop_scale": (
+        Annotated[
+            float | None,
+            typer.Option(
+                help="Size the crop to the cell: its side is this many stained-cell "
+                f"diameters (0 = a fixed share of the image; default: the recipe's, "
+                f"{_CPU.crop_scale} for cpu)."
+            ),
+        ],
+        D.crop_scale,
+    ),
     "label_smoothing": (
         Annotated[
             float | None,

@@ -1,7 +1,9 @@
 """Layers leuko puts inside its models, so saved models take whole raw images.
 
 Being layers, they are saved with the model: evaluate, predict and every exported
-format feed whole images and need no flags.
+format (SavedModel, ONNX, LiteRT) feed whole images and need no flags. They use only
+ops every format has (pooling, argmax, elementwise maths, matrix products): cropping
+is a pair of interpolation matrices, not crop_and_resize, which LiteRT lacks.
 """
 
 from __future__ import annotations
@@ -10,72 +12,145 @@ from typing import Any
 
 from .._tf import keras
 
+STAIN_OFFSET = 15.0  # "blue minus red" above this counts towards the stained cell ...
+STAIN_RAMP = 20.0  # ... fully once it is this much higher
+
+
+def _tent(coords: Any, n: Any, step: Any) -> Any:
+    """(b, S, n) triangle-filter weights sampling a grid of n pixels at `coords` (b, S).
+
+    The filter widens with the step between samples (antialiasing when shrinking), and
+    each row is divided by the filter's sum over the unbounded grid: no ripple inside the
+    image, and samples beyond its edge fade to black, as the data's own borders do.
+    """
+    from .._tf import tf
+
+    width = tf.maximum(step, 1.0)[:, None, None]
+    grid = tf.cast(tf.range(n), tf.float32)[None, None, :]
+    weights = tf.nn.relu(1.0 - tf.abs(grid - coords[..., None]) / width)
+    frac = coords - tf.floor(coords)
+    offsets = tf.cast(tf.range(-64, 66), tf.float32)[None, None, :]
+    full = tf.reduce_sum(tf.nn.relu(1.0 - tf.abs(offsets - frac[..., None]) / width), axis=2,
+                         keepdims=True)
+    return weights / tf.maximum(full, 1e-6)
+
+
+def crop_square(images: Any, cy: Any, cx: Any, side: Any, size: int) -> Any:
+    """(b, size, size, c) crops of side `side` centred at (cy, cx), in input pixels."""
+    from .._tf import tf
+
+    step = side / float(size)
+    i = tf.cast(tf.range(size), tf.float32)[None, :]
+    ys = cy[:, None] - side[:, None] / 2.0 + (i + 0.5) * step[:, None] - 0.5
+    xs = cx[:, None] - side[:, None] / 2.0 + (i + 0.5) * step[:, None] - 0.5
+    shape = tf.shape(images)
+    rows = _tent(ys, shape[1], step)  # (b, S, H)
+    cols = _tent(xs, shape[2], step)  # (b, S, W)
+    planes = tf.transpose(images, [0, 3, 1, 2])  # (b, c, H, W)
+    planes = tf.matmul(rows[:, None], planes)  # (b, c, S, W)
+    planes = tf.matmul(planes, cols[:, None], transpose_b=True)  # (b, c, S, S)
+    return tf.transpose(planes, [0, 2, 3, 1])
+
 
 @keras.saving.register_keras_serializable(package="leuko")
 class CellCrop(keras.layers.Layer):
     """Find the stained white cell and crop a square around it, inside the model.
 
-    Every smear is a pink field of red cells with one purple leukocyte; the nucleus is
-    what tells the classes apart, so a network that sees a centred crop at higher
-    resolution spends its capacity on it instead of on the background, and it no longer
-    has to learn invariance to where the cell sits. Being a layer, the crop is saved
-    with the model: evaluate and predict feed whole images and need no flags.
+    A smear is a pale field of red cells with one purple leukocyte; the cell is what
+    tells the classes apart, so a network that sees it centred and large spends its
+    capacity on it instead of on the background. The cell is located as the densest
+    spot of a "blue minus red" map (purple is bluer than red cells), refined to the
+    centre and spread of the stained mass around it.
 
-    The cell is the peak of a blurred "blue minus red" map (purple is bluer than red
-    cells and background); with no purple at all, the crop falls back to the centre.
-    `window` is the crop's side as a fraction of the image's shorter side.
+    With `scale` (the default for new models) the crop's side is `scale` times the
+    stained cell's measured diameter, so a cell comes out the same size however tightly
+    the photo was framed and whatever the magnification; `jitter` varies that size and
+    centre a little while training. Without `scale` (models saved before it existed) the
+    side is `window` times the image's shorter side. With no purple at all, the crop is
+    the central `window` of the image.
     """
 
-    def __init__(self, size: int = 96, window: float = 0.6, **kwargs: Any) -> None:
+    def __init__(self, size: int = 128, window: float = 0.6, scale: float | None = None,
+                 jitter: float = 0.0, **kwargs: Any) -> None:
         kwargs.setdefault("dtype", "float32")  # locating needs 0-255 precision
         super().__init__(**kwargs)
         self.size = int(size)
         self.window = float(window)
+        self.scale = None if scale is None else float(scale)
+        self.jitter = float(jitter)
 
-    def call(self, images: Any) -> Any:
+    def locate(self, images: Any) -> tuple[Any, Any, Any]:
+        """(cy, cx, side) of each image's crop, in input pixels."""
         from .._tf import tf
 
         x = tf.cast(images, tf.float32)
         shape = tf.shape(x)
-        b = shape[0]
         hf, wf = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-        half = self.window * tf.minimum(hf, wf) / 2.0
-        purple = tf.nn.relu(x[..., 2:3] - x[..., 0:1] - 20.0)
-        purple = tf.nn.avg_pool2d(purple, 4, 4, "VALID")[..., 0]  # (b, h/4, w/4)
-        # 1) the densest purple spot: a box blur's peak (zero-padded so edges are not favoured)
-        blurred = tf.nn.avg_pool2d(
-            tf.pad(purple[..., None], [[0, 0], [4, 4], [4, 4], [0, 0]]), 9, 1, "VALID"
-        )
-        flat = tf.reshape(blurred, [b, -1])
-        width = tf.shape(purple)[2]
-        idx = tf.argmax(flat, axis=1, output_type=tf.int32)
-        py = tf.cast(idx // width, tf.float32)[:, None, None]
-        px = tf.cast(idx % width, tf.float32)[:, None, None]
-        # 2) the centre of purple mass within a crop's reach of it: a flat-topped peak
-        #    has many argmaxes, and taking the first would shift every crop up and left
-        grid_y = tf.cast(tf.range(tf.shape(purple)[1]), tf.float32)[None, :, None]
-        grid_x = tf.cast(tf.range(width), tf.float32)[None, None, :]
-        reach = half / 4.0
-        near = tf.logical_and(tf.abs(grid_y - py) <= reach, tf.abs(grid_x - px) <= reach)
-        mass = purple * tf.cast(near, tf.float32)
-        total = tf.reduce_sum(mass, axis=[1, 2])
-        found = total > 0.0
-        safe = tf.maximum(total, 1e-6)
-        my = tf.reduce_sum(mass * grid_y, axis=[1, 2]) / safe
-        mx = tf.reduce_sum(mass * grid_x, axis=[1, 2]) / safe
-        cy = tf.where(found, my * 4.0 + 1.5, (hf - 1.0) / 2.0)
-        cx = tf.where(found, mx * 4.0 + 1.5, (wf - 1.0) / 2.0)
-        boxes = tf.stack(
-            [(cy - half) / (hf - 1.0), (cx - half) / (wf - 1.0),
-             (cy + half) / (hf - 1.0), (cx + half) / (wf - 1.0)],
-            axis=1,
-        )
-        return tf.image.crop_and_resize(
-            x, boxes, tf.range(b), (self.size, self.size), extrapolation_value=0.0
-        )
+        short = tf.minimum(hf, wf)
+        stain = tf.clip_by_value((x[..., 2:3] - x[..., 0:1] - STAIN_OFFSET) / STAIN_RAMP,
+                                 0.0, 1.0)
+        coarse = tf.nn.avg_pool2d(stain, 4, 4, "VALID")[..., 0]  # (b, h/4, w/4)
+        py, px, radius, found = _stained_mass(coarse, 0.3 * short / 4.0)
+        cy = tf.where(found, py * 4.0 + 1.5, (hf - 1.0) / 2.0)
+        cx = tf.where(found, px * 4.0 + 1.5, (wf - 1.0) / 2.0)
+        fixed = tf.fill(tf.shape(cy), self.window) * short
+        if self.scale is None:
+            return cy, cx, fixed
+        side = tf.where(found, self.scale * 2.0 * radius * 4.0, fixed)
+        return cy, cx, tf.clip_by_value(side, 0.25 * short, 1.5 * short)
+
+    def call(self, images: Any, training: Any = None) -> Any:
+        from .._tf import tf
+
+        x = tf.cast(images, tf.float32)
+        cy, cx, side = self.locate(x)
+        if training and self.jitter > 0:
+            b = tf.shape(x)[0]
+            side = side * tf.exp(tf.random.uniform([b], -self.jitter, self.jitter))
+            cy = cy + side * self.jitter * tf.random.uniform([b], -0.3, 0.3)
+            cx = cx + side * self.jitter * tf.random.uniform([b], -0.3, 0.3)
+        return crop_square(x, cy, cx, side, self.size)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         return (input_shape[0], self.size, self.size, input_shape[-1])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "size": self.size, "window": self.window}
+        return {**super().get_config(), "size": self.size, "window": self.window,
+                "scale": self.scale, "jitter": self.jitter}
+
+
+def _stained_mass(stain: Any, reach0: Any) -> tuple[Any, Any, Any, Any]:
+    """Centre (py, px), radius and presence of the stained blob in a coarse stain map.
+
+    Start at the densest spot of a 9x9 box blur; then, three times, take the centre of
+    mass and the spread of the stain within a window around the current centre, the
+    window shrinking to fit the blob (so a neighbouring cell does not pull it away).
+    The radius is that of a disc with the same spread: sqrt(2 * variance).
+    """
+    from .._tf import tf
+
+    b, hp, wp = tf.shape(stain)[0], tf.shape(stain)[1], tf.shape(stain)[2]
+    blurred = tf.nn.avg_pool2d(stain[..., None], 9, 1, "SAME")[..., 0]
+    idx = tf.argmax(tf.reshape(blurred, [b, -1]), axis=1, output_type=tf.int32)
+    py = tf.cast(idx // wp, tf.float32)
+    px = tf.cast(idx % wp, tf.float32)
+    gy = tf.cast(tf.range(hp), tf.float32)[None, :, None]
+    gx = tf.cast(tf.range(wp), tf.float32)[None, None, :]
+    reach = tf.fill([b], 1.0) * reach0
+    radius = reach
+    total = tf.zeros([b])
+    for _ in range(3):
+        near = tf.cast((tf.abs(gy - py[:, None, None]) <= reach[:, None, None])
+                       & (tf.abs(gx - px[:, None, None]) <= reach[:, None, None]), tf.float32)
+        w = stain * near
+        total = tf.reduce_sum(w, axis=[1, 2])
+        safe = tf.maximum(total, 1e-6)
+        my = tf.reduce_sum(w * gy, axis=[1, 2]) / safe
+        mx = tf.reduce_sum(w * gx, axis=[1, 2]) / safe
+        spread = tf.reduce_sum(w * ((gy - my[:, None, None]) ** 2
+                                    + (gx - mx[:, None, None]) ** 2), axis=[1, 2]) / safe
+        radius = tf.sqrt(2.0 * spread)
+        py = tf.where(total > 0, my, py)
+        px = tf.where(total > 0, mx, px)
+        reach = tf.clip_by_value(1.8 * radius + 2.0, 3.0, reach0 * 5.0 / 3.0)
+    return py, px, radius, total > 0.5

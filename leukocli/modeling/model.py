@@ -15,9 +15,11 @@ from ..errors import LeukoError
 from .backbones import (
     BACKBONE_LAYER,
     KERAS_CACHE,
+    RUN_PREFIX,
     BackboneSpec,
     check_input_size,
     get_backbone_spec,
+    shipped_weights,
 )
 from .layers import CellCrop
 
@@ -65,11 +67,16 @@ def _missing_weights_error(spec: BackboneSpec, exc: BaseException) -> LeukoError
     m = re.search(r"(https?://\S+?\.h5)", text)
     url = m.group(1) if m else "the keras-applications storage"
     fname = url.rsplit("/", 1)[-1] if m else f"the {spec.name} ImageNet weights file"
+    ours = list(shipped_weights())
+    alternative = (
+        f", or train offline from leuko's own pretrained backbone: --backbone compact "
+        f"--weights {ours[0]}" if ours else ""
+    )
     return LeukoError(
         f"ImageNet weights for {spec.name} are not available offline: Keras could not fetch "
         f"{fname} from {url}; download it on a connected machine and put it in "
-        f"{KERAS_CACHE}, or pass --weights PATH to a local backbone weights file "
-        f"(or --weights none to train from scratch)"
+        f"{KERAS_CACHE}, or pass --weights PATH to a local backbone weights file"
+        f"{alternative} (or --weights none to train from scratch)"
     )
 
 
@@ -83,7 +90,7 @@ def build_backbone(
     if spec.builder is None:
         base = _compact_backbone(img_size, bn_momentum)
         if weights is not None and weights != "imagenet":
-            load_backbone_weights(base, Path(weights), label=spec.name)
+            _load_into(base, weights, spec.name)
         return base
     builder = getattr(keras.applications, spec.builder)
     if weights == "imagenet":
@@ -96,9 +103,26 @@ def build_backbone(
     else:
         base = builder(include_top=False, weights=None, input_shape=shape)
         if weights is not None:
-            load_backbone_weights(base, Path(weights), label=spec.name)
+            _load_into(base, weights, spec.name)
     base.name = BACKBONE_LAYER
     return base
+
+
+def _load_into(base: keras.Model, weights: str, label: str) -> None:
+    """A weights file, or the backbone of an earlier run ("run:DIR"), into `base`."""
+    if not weights.startswith(RUN_PREFIX):
+        load_backbone_weights(base, Path(weights), label=label)
+        return
+    from .bundle import load_bundle
+
+    run = Path(weights[len(RUN_PREFIX):])
+    source = get_backbone(load_bundle(run).model)
+    mine, theirs = base.get_weights(), source.get_weights()
+    if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs,
+                                                                          strict=True)):
+        raise LeukoError(f"--weights {run}: its {label} backbone has other shapes (another "
+                         "input size for a backbone that fixes it?); train with its --img")
+    base.set_weights(theirs)
 
 
 def load_backbone_weights(backbone: keras.Model, path: Path, label: str | None = None) -> None:
@@ -138,13 +162,16 @@ def build_model(
     crop_cell: int = 0,
     crop_window: float = 0.6,
     bn_momentum: float = 0.5,
+    crop_scale: float | None = None,
+    crop_jitter: float = 0.0,
 ) -> keras.Model:
     """Raw-pixel input -> backbone preprocessing -> backbone -> the paper's head (figure 2).
 
     Head: Conv2D -> BatchNormalization -> MaxPooling -> Dropout -> Flatten -> Dense(softmax).
     The softmax is float32 even under a mixed-precision policy. With `crop_cell` = S > 0 a
-    CellCrop layer first cuts an SxS square around the stained cell, and the backbone
-    sees that.
+    CellCrop layer first cuts a square around the stained cell (`crop_scale` times its
+    diameter, or `crop_window` of the image without a scale) resized to SxS, and the
+    backbone sees that.
     """
     spec = get_backbone_spec(backbone)
     if n_classes < 2:
@@ -154,7 +181,7 @@ def build_model(
     inputs = keras.Input((img_size[0], img_size[1], 3), name="image", dtype="float32")
     x = inputs
     if crop_cell > 0:
-        x = CellCrop(crop_cell, crop_window, name="cell_crop")(x)
+        x = CellCrop(crop_cell, crop_window, crop_scale, crop_jitter, name="cell_crop")(x)
     for layer in _preprocessing_layers(spec):
         x = layer(x)
     x = base(x)

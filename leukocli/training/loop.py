@@ -99,7 +99,9 @@ def run_metadata(
     """What leuko.json says about a run, beside its progress (epochs_done, best, status)."""
     opts, recipe = plan.options, plan.recipe
     spec = get_backbone_spec(opts.backbone)
-    weights = plan.weights if plan.weights in (None, "imagenet") else f"file:{plan.weights}"
+    weights = plan.weights
+    if weights not in (None, "imagenet") and not str(weights).startswith("run:"):
+        weights = f"file:{weights}"
     return {
         "leuko_version": __version__, "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__, "python_version": platform.python_version(),
@@ -109,7 +111,8 @@ def run_metadata(
         "manifests": inputs.manifests, "seed": opts.seed, "precision": precision,
         "strategy": strategy, "augment": opts.augment, "recipe": recipe.name,
         "augment_policy": recipe.augment if opts.augment else None,
-        "crop_cell": recipe.crop_cell, "label_smoothing": recipe.label_smoothing,
+        "crop_cell": recipe.crop_cell, "crop_scale": recipe.crop_scale,
+        "label_smoothing": recipe.label_smoothing,
         "lr_schedule": recipe.schedule, "weight_decay": recipe.weight_decay,
         "epochs_planned": recipe.epochs,
         "head_epochs": head_epochs_for(recipe.epochs) if plan.weights is not None else 0,
@@ -261,7 +264,8 @@ def _fit(
     with strategy.scope():
         model = build_model(
             opts.backbone, opts.img_size, n_classes, weights=plan.weights,
-            crop_cell=recipe.crop_cell,
+            crop_cell=recipe.crop_cell, crop_scale=recipe.crop_scale or None,
+            crop_jitter=recipe.crop_jitter,
             # a from-scratch BatchNorm needs a fast average only when epochs are short
             bn_momentum=0.5 if n_train / opts.batch < 100 else 0.9,
         )

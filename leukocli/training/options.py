@@ -13,7 +13,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ..errors import LeukoError
-from ..modeling.backbones import check_input_size, get_backbone_spec, resolve_weights
+from ..modeling.backbones import (
+    check_input_size,
+    get_backbone_spec,
+    resolve_weights,
+    weights_source,
+)
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
@@ -45,6 +50,7 @@ class TrainOptions:
     seed: int = 42
     recipe: str = "auto"
     crop_cell: int | None = None
+    crop_scale: float | None = None
     label_smoothing: float | None = None
     keep: str | None = None
 
@@ -68,6 +74,8 @@ class Recipe:
     name: str
     augment: str  # a modeling.augment.AUGMENT_POLICIES name
     crop_cell: int  # 0: whole image
+    crop_scale: float  # crop side / stained cell diameter; 0: a fixed share of the image
+    crop_jitter: float  # random change of the crop's size and centre while training
     label_smoothing: float
     schedule: str  # "plateau" (ReduceLROnPlateau, the paper's) or "cosine" (warm-up + decay)
     weight_decay: float  # > 0: AdamW
@@ -77,13 +85,14 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     # The reference paper's: Adam, ReduceLROnPlateau, flips and rotations, whole image.
-    "paper": Recipe("paper", "paper", 0, 0.0, "plateau", 0.0, 30, "best"),
+    "paper": Recipe("paper", "paper", 0, 0.0, 0.0, 0.0, "plateau", 0.0, 30, "best"),
     # From scratch on a CPU: find the cell and crop around it, augment the way the data
     # varies (shear, shifts, contrast stretch, stain colour), smooth labels, cosine decay.
-    # The schedule sets the end, so there is no early stop and the last epoch is kept:
-    # choosing an epoch by validation loss would make the validation figures optimistic
-    # (README, Accuracy). Crop size and length are measured.
-    "cpu": Recipe("cpu", "strong", 128, 0.1, "cosine", 1e-4, 8, "last"),
+    # The crop is sized to the cell (1.9 stained diameters), so framing and magnification
+    # do not change what the network sees. The schedule sets the end, so there is no
+    # early stop and the last epoch is kept: choosing an epoch by validation loss would
+    # make the validation figures optimistic (README, Accuracy). All of it is measured.
+    "cpu": Recipe("cpu", "strong", 128, 1.9, 0.15, 0.1, "cosine", 1e-4, 8, "last"),
 }
 
 
@@ -119,6 +128,7 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
     return replace(
         base,
         crop_cell=base.crop_cell if opts.crop_cell is None else int(opts.crop_cell),
+        crop_scale=base.crop_scale if opts.crop_scale is None else float(opts.crop_scale),
         label_smoothing=float(
             base.label_smoothing if opts.label_smoothing is None else opts.label_smoothing
         ),
@@ -130,6 +140,11 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
 def _check_numbers(opts: TrainOptions, recipe: Recipe) -> None:
     if recipe.crop_cell < 0:
         raise LeukoError(f"--crop-cell must be 0 (off) or a crop size (got {recipe.crop_cell})")
+    if not 0.0 <= recipe.crop_scale <= 10.0:
+        raise LeukoError(
+            f"--crop-scale must be 0 (a fixed share of the image) or a multiple of the "
+            f"cell's diameter up to 10 (got {recipe.crop_scale})"
+        )
     if not 0.0 <= recipe.label_smoothing < 1.0:
         raise LeukoError(f"--label-smoothing must be in [0, 1) (got {recipe.label_smoothing})")
     check_batch(opts.batch)
@@ -145,6 +160,17 @@ def _check_numbers(opts: TrainOptions, recipe: Recipe) -> None:
         raise LeukoError(f"--patience must be at least 1 (got {opts.patience})")
 
 
+def _crop_of_source(opts: TrainOptions, recipe: Recipe, source: dict[str, Any]) -> Recipe:
+    """A run started from another run's (or a shipped) backbone crops cells as it did,
+    unless --crop-cell / --crop-scale say otherwise: the backbone learned cells at that
+    size."""
+    if opts.crop_cell is None and source.get("crop_cell") is not None:
+        recipe = replace(recipe, crop_cell=int(source["crop_cell"]))
+    if opts.crop_scale is None and "crop_scale" in source:
+        recipe = replace(recipe, crop_scale=float(source["crop_scale"] or 0.0))
+    return recipe
+
+
 def resolve(opts: TrainOptions) -> TrainPlan:
     """Check every option (no files read, no TensorFlow) and make the recipe's choices."""
     spec = get_backbone_spec(opts.backbone)
@@ -157,6 +183,7 @@ def resolve(opts: TrainOptions) -> TrainPlan:
     choose(opts.precision, PRECISIONS, "--precision")
     choose(opts.strategy, STRATEGIES, "--strategy")
     weights = resolve_weights(spec, opts.weights)
+    recipe = _crop_of_source(opts, recipe, weights_source(weights))
     # saved with the run, so --resume plans the same length and keeps the same epoch
     resolved = replace(opts, backbone=spec.name, epochs=recipe.epochs, keep=recipe.keep)
     return TrainPlan(resolved, recipe, weights)
