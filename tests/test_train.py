@@ -179,6 +179,32 @@ def test_transfer_schedule_with_weights_path(small: tuple[Path, Path], tmp_path:
     assert meta["weights"] == f"file:{wpath.resolve()}"
 
 
+def test_warm_start_from_a_run_with_other_classes(small: tuple[Path, Path], tmp_path: Path
+                                                  ) -> None:
+    """--weights RUN: the earlier run's backbone and crop, a new head for these classes."""
+    three = tmp_path / "three"
+    three.mkdir()
+    for name in ("train", "val"):
+        rows = pd.read_csv(small[0 if name == "train" else 1])
+        rows[rows["label"] != "MONOCYTE"].to_csv(three / f"{name}.csv", index=False)
+    source = train(_opts((three / "train.csv", three / "val.csv"), crop_cell=0, epochs=1),
+                   out=tmp_path / "runs" / "src")
+    assert source.epochs_done == 1
+    result = train(_opts(small, weights=str(tmp_path / "runs" / "src"), epochs=1),
+                   out=tmp_path / "runs" / "warm")  # one epoch: head only, backbone frozen
+    meta = json.loads((tmp_path / "runs" / "warm" / "leuko.json").read_text())
+    assert result.epochs_done == 1 and meta["classes"] == CLASSES
+    assert meta["weights"] == f"run:{(tmp_path / 'runs' / 'src').resolve()}"
+    assert meta["crop_cell"] == 0  # the source's crop, not the recipe's 128
+    old = get_backbone(load_bundle(tmp_path / "runs" / "src").model).get_weights()
+    new = get_backbone(load_bundle(tmp_path / "runs" / "warm").model).get_weights()
+    for a, b in zip(old, new, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(LeukoError, match="trained with --backbone compact"):
+        train(_opts(small, backbone="mobilenetv2", weights=str(tmp_path / "runs" / "src")),
+              out=tmp_path / "runs" / "never")
+
+
 def test_compact_learns_synthetic_data(tmp_path: Path) -> None:
     """Well above chance (0.25 for 4 classes) on held-out smears."""
     make_dataset(tmp_path / "data", per_class=30, size=(64, 64), seed=11, plant=False)

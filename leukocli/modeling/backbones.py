@@ -6,8 +6,10 @@ run before TensorFlow is imported, so a typo costs a fraction of a second.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import LeukoError
 
@@ -66,10 +68,76 @@ def check_input_size(spec: BackboneSpec, img_size: tuple[int, int]) -> None:
         )
 
 
-def resolve_weights(spec: BackboneSpec, weights: str) -> str | None:
-    """Turn the --weights option into 'imagenet', None (from scratch) or a file path.
+RUN_PREFIX = "run:"  # resolved --weights naming a leuko run: "run:/abs/run/dir"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # shipped in the wheel
 
-    'auto' means ImageNet weights when the backbone has them, none for `compact`.
+
+def shipped_weights() -> dict[str, dict[str, Any]]:
+    """leuko's own pretrained backbones: name -> provenance (leukocli/weights/NAME.json)."""
+    out: dict[str, dict[str, Any]] = {}
+    for card in sorted(WEIGHTS_DIR.glob("*.json")):
+        try:
+            info = json.loads(card.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (WEIGHTS_DIR / str(info.get("file", ""))).is_file():
+            out[card.stem] = info
+    return out
+
+
+def weights_source(weights: str | None) -> dict[str, Any]:
+    """What a resolved --weights brings besides the backbone: backbone name, crop settings.
+
+    Empty for ImageNet, none and plain weights files; a run's or a shipped backbone's
+    leuko.json-style card otherwise.
+    """
+    if not weights or weights == "imagenet":
+        return {}
+    if weights.startswith(RUN_PREFIX):
+        return json.loads((Path(weights[len(RUN_PREFIX):]) / "leuko.json").read_text())
+    card = Path(weights).with_name(Path(weights).name.split(".")[0] + ".json")
+    if card.parent == WEIGHTS_DIR and card.is_file():
+        return dict(json.loads(card.read_text()))
+    return {}
+
+
+def _shipped(spec: BackboneSpec, name: str) -> str:
+    ships = shipped_weights()
+    info = ships[name]
+    if info.get("backbone") != spec.name:
+        raise LeukoError(
+            f"--weights {name} is a {info.get('backbone')} backbone; use --backbone "
+            f"{info.get('backbone')} with it"
+        )
+    return str(WEIGHTS_DIR / str(info["file"]))
+
+
+def _run_source(spec: BackboneSpec, text: str, path: Path) -> str:
+    from .bundle import META_FILE, resolve_run_dir
+
+    run = resolve_run_dir(path)
+    if run.is_file():
+        run = run.parent
+    meta_path = run / META_FILE
+    if not meta_path.is_file():
+        raise LeukoError(f"--weights {text}: {run} is not a leuko run (no {META_FILE})")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if "members" in meta:
+        raise LeukoError(f"--weights {text} is an ensemble of cv folds; use one fold "
+                         f"({run}/fold-0, ...) or a leuko train run")
+    if meta.get("backbone") != spec.name:
+        raise LeukoError(f"--weights {text} was trained with --backbone {meta.get('backbone')}; "
+                         f"use --backbone {meta.get('backbone')} to start from it")
+    return RUN_PREFIX + str(run.resolve())
+
+
+def resolve_weights(spec: BackboneSpec, weights: str) -> str | None:
+    """Turn --weights into 'imagenet', None (from scratch), a weights file or 'run:DIR'.
+
+    'auto' means ImageNet weights when the backbone has them, none for `compact`. A
+    name of leuko's shipped backbones (e.g. pbc) is a file inside the package; a run
+    directory (or runs/latest, or its model.keras) is an earlier leuko run whose
+    backbone (and cell crop) a new run starts from, whatever its classes.
     """
     text = (weights or "auto").strip()
     low = text.lower()
@@ -79,13 +147,26 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> str | None:
         return None
     if low == "imagenet":
         if not spec.has_imagenet:
-            raise LeukoError(f"{spec.name} has no ImageNet weights; use --weights none")
+            raise LeukoError(f"{spec.name} has no ImageNet weights; use --weights none"
+                             + _shipped_hint(spec))
         return "imagenet"
+    if low in shipped_weights():
+        return _shipped(spec, low)
     path = Path(text).expanduser()
     if not path.exists():
+        names = ", ".join(shipped_weights()) or "none shipped"
         raise LeukoError(
-            f"--weights {text}: no such file (use imagenet, none, or a .h5/.weights.h5 file)"
+            f"--weights {text}: no such file or run (use imagenet, none, a shipped name "
+            f"({names}), a leuko run directory, or a .h5/.weights.h5 file)"
         )
-    if not path.is_file() or not path.name.lower().endswith((".h5", ".hdf5")):
-        raise LeukoError(f"--weights {text}: expected a Keras weights file (.h5 or .weights.h5)")
+    if path.is_dir() or path.suffix.lower() == ".keras" or path.name == "latest":
+        return _run_source(spec, text, path)
+    if not path.name.lower().endswith((".h5", ".hdf5")):
+        raise LeukoError(f"--weights {text}: expected a Keras weights file (.h5 or .weights.h5) "
+                         "or a leuko run directory")
     return str(path.resolve())
+
+
+def _shipped_hint(spec: BackboneSpec) -> str:
+    names = [n for n, info in shipped_weights().items() if info.get("backbone") == spec.name]
+    return f" or leuko's own --weights {names[0]}" if names else ""
