@@ -7,6 +7,9 @@
 2. Growth: leuko on 2,500, 10,000 and 40,000 images; the larger sets are made by copying
    DATA with JPEG re-encoding (quality 80-95) into a temporary folder, so they hold
    near-duplicates for leuko to verify, as a real merged collection would.
+3. Many copies: 4 images (one per class) x 600 byte-identical copies plus one
+   re-encoded copy of each, 2,404 files: the case that once took 7 minutes because
+   every copy was compared with every other. The ratio is against the 2,500 row.
 
     python benchmarks/dedupe_speed.py --data ../shared/data/blood-cells/images/TRAIN
 """
@@ -86,6 +89,20 @@ def make_set(data: Path, n: int, out: Path) -> Path:
     return out
 
 
+def make_copies(data: Path, copies: int, out: Path) -> Path:
+    """One image per class folder of DATA, `copies` times byte-identical plus a re-encode."""
+    from PIL import Image
+
+    for cls in sorted(p for p in data.iterdir() if p.is_dir()):
+        src = sorted(cls.glob("*.jp*g"))[0]
+        (out / cls.name).mkdir(parents=True, exist_ok=True)
+        for i in range(copies):
+            shutil.copyfile(src, out / cls.name / f"{i}.jpeg")
+        with Image.open(src) as im:
+            im.convert("RGB").save(out / cls.name / "reencoded.jpeg", quality=85)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, required=True)
@@ -121,6 +138,11 @@ def main() -> None:
             g["time_ratio_vs_smallest"] = round(g["seconds"] / base["seconds"], 2)
             g["memory_ratio_vs_smallest"] = round(g["peak_rss_mb"] / base["peak_rss_mb"], 2)
     out["growth"] = growth
+    with tempfile.TemporaryDirectory(prefix="leuko-bench-") as tmp:
+        many = run_worker("leuko", make_copies(args.data, 600, Path(tmp) / "copies"))
+        if many and "seconds" in base:
+            many["time_ratio_vs_2500_row"] = round(many["seconds"] / base["seconds"], 2)
+        out["many_copies"] = many
     out["machine"] = machine()
     print(json.dumps(out, indent=2))
 

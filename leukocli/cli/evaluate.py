@@ -23,7 +23,8 @@ def evaluate(
         Path | None,
         typer.Argument(help="CSV manifest or class folder (default splits/test.csv or val.csv)."),
     ] = None,
-    model: Annotated[Path, typer.Option(help="Run directory or .keras file.")] = Path(
+    model: Annotated[Path, typer.Option(help="Run directory, cv run, .keras file, or an exported "
+                                   ".onnx/.tflite/SavedModel (leuko export).")] = Path(
         "runs/latest"
     ),
     json_path: Annotated[

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 @command()
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
-    model: Annotated[Path, typer.Option(help="Run directory or .keras file.")] = Path(
+    model: Annotated[Path, typer.Option(help="Run directory, cv run, .keras file, or an exported "
+                                   ".onnx/.tflite/SavedModel (leuko export).")] = Path(
         "runs/latest"
     ),
     top_k: Annotated[int, typer.Option(help="Show the K most probable classes.")] = 1,

@@ -13,14 +13,16 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .._util.parallel import workers
 from .._util.progress import SILENT, Reporter
 from ..errors import LeukoError
+
+if TYPE_CHECKING:  # pandas loads only when a manifest is read (predict stays quick)
+    import pandas as pd
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 CheckMode = Literal["decode", "header", "none"]
@@ -66,6 +68,8 @@ class Dataset:
 
     def to_frame(self) -> pd.DataFrame:
         """Records as a table (path, rel, label, label_id, group, extra columns)."""
+        import pandas as pd
+
         index = {c: i for i, c in enumerate(self.classes)}
         rows = []
         for r in self.records:
@@ -281,6 +285,8 @@ def _scan_folder(root: Path, check: CheckMode, reporter: Reporter) -> Dataset:
 
 
 def _read_manifest(csv_path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:

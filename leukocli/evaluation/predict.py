@@ -9,7 +9,7 @@ become per-file errors instead of stopping the rest.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,48 +41,61 @@ def predict_probs(
 ) -> np.ndarray:
     """Class probabilities (n, n_classes) for `paths`, in order, with a progress bar.
 
-    With `tta` > 1 each batch is also seen flipped and slightly turned (loader.tta_views)
-    and the softmax outputs are averaged: errors on this data sit on particular views.
+    With `tta` > 1 each batch is also seen flipped and slightly turned (TTA_VIEWS) and the
+    softmax outputs are averaged: errors on this data sit on particular views. Exported
+    ONNX and LiteRT models run without TensorFlow (Pillow decodes, numpy turns).
     """
-    from .._tf import tf
-    from ..modeling.augment import tta_views
-    from ..modeling.loader import build_dataset
-
     check_batch(batch)
     check_tta(tta)
     n = len(paths)
     if n == 0:
         return np.zeros((0, bundle.n_classes), dtype=np.float32)
-    ds = build_dataset([str(p) for p in paths], None, bundle.img_size, batch, training=False)
+    batches = _tf_batches if bundle.runtime == "keras" else _numpy_batches
     chunks: list[np.ndarray] = []
-    done = 0
     with reporter.task(description, n) as advance:
-        try:
-            for x in ds:
-                if isinstance(x, tuple):
-                    x = x[0]
-                if tta > 1:
-                    views = tta_views(x, tta)
-                    out = np.mean(
-                        [np.asarray(bundle.model.predict_on_batch(v)) for v in views], axis=0
-                    )
-                else:
-                    out = bundle.model.predict_on_batch(x)
-                chunks.append(np.asarray(out, dtype=np.float32))
-                advance(int(x.shape[0]))
-                done += int(x.shape[0])
-        except tf.errors.OpError as exc:
-            first = (exc.message or str(exc)).strip().splitlines()[0][:200]
-            raise LeukoError(
-                f"could not read an image among items {done + 1}-{min(done + batch, n)} "
-                f"({first})"
-            ) from None
+        for x, views in batches(bundle, paths, batch, tta):
+            out = np.mean([np.asarray(bundle.model.predict_on_batch(v)) for v in views], axis=0)
+            chunks.append(np.asarray(out, dtype=np.float32))
+            advance(int(x.shape[0]))
     probs = np.concatenate(chunks, axis=0)
     if probs.shape != (n, bundle.n_classes):
         raise LeukoError(
             f"the model returned shape {probs.shape}, expected ({n}, {bundle.n_classes})"
         )
     return probs
+
+
+def _tf_batches(bundle: Bundle, paths: Sequence[Path | str], batch: int, tta: int
+                ) -> Iterator[tuple[Any, list[Any]]]:
+    from .._tf import tf
+    from ..modeling.augment import tta_views
+    from ..modeling.loader import build_dataset
+
+    ds = build_dataset([str(p) for p in paths], None, bundle.img_size, batch, training=False)
+    done = 0
+    try:
+        for x in ds:
+            yield x, (tta_views(x, tta) if tta > 1 else [x])
+            done += int(x.shape[0])
+    except tf.errors.OpError as exc:
+        first = (exc.message or str(exc)).strip().splitlines()[0][:200]
+        raise LeukoError(
+            f"could not read an image among items {done + 1}-{min(done + batch, len(paths))} "
+            f"({first})"
+        ) from None
+
+
+def _numpy_batches(bundle: Bundle, paths: Sequence[Path | str], batch: int, tta: int
+                   ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    from ..modeling.runtimes import load_images, tta_views_np
+
+    for a in range(0, len(paths), batch):
+        try:
+            x = load_images(paths[a : a + batch], bundle.img_size)
+        except OSError as exc:
+            raise LeukoError(f"could not read an image among items {a + 1}-"
+                             f"{min(a + batch, len(paths))} ({exc})") from None
+        yield x, (tta_views_np(x, tta) if tta > 1 else [x])
 
 
 @dataclass

@@ -167,7 +167,7 @@ def augment_batch(
 # picture is cut to the same frame, so the corners fill black as the data's own turned
 # siblings do), then 5% shifts. Each is (degrees, flip left-right, flip up-down, shift
 # down, shift right) with shifts as fractions of the side.
-_TTA_VIEWS: tuple[tuple[float, bool, bool, float, float], ...] = (
+TTA_VIEWS: tuple[tuple[float, bool, bool, float, float], ...] = (
     (0.0, False, False, 0.0, 0.0),
     (0.0, True, False, 0.0, 0.0),
     (0.0, False, True, 0.0, 0.0),
@@ -189,7 +189,7 @@ _TTA_VIEWS: tuple[tuple[float, bool, bool, float, float], ...] = (
     (0.0, False, False, 0.0, 0.05),
     (0.0, False, False, 0.0, -0.05),
 )
-MAX_TTA = len(_TTA_VIEWS)
+MAX_TTA = len(TTA_VIEWS)
 
 
 def check_tta(tta: int) -> None:
@@ -199,7 +199,7 @@ def check_tta(tta: int) -> None:
 
 
 def tta_views(images: tf.Tensor, n: int) -> list[tf.Tensor]:
-    """The first `n` fixed views of a batch (see _TTA_VIEWS); view 0 is the image itself."""
+    """The first `n` fixed views of a batch (see TTA_VIEWS); view 0 is the image itself."""
     from .._tf import tf
 
     check_tta(n)
@@ -208,7 +208,7 @@ def tta_views(images: tf.Tensor, n: int) -> list[tf.Tensor]:
     b, h, w = shape[0], shape[1], shape[2]
     hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
     views = [images]
-    for angle, fh, fv, dy, dx in _TTA_VIEWS[1:n]:
+    for angle, fh, fv, dy, dx in TTA_VIEWS[1:n]:
         if angle == 0.0 and dy == 0.0 and dx == 0.0:
             v = images
             if fh:

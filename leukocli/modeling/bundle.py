@@ -37,11 +37,12 @@ class Bundle:
     softmax probabilities over `classes` (in that order).
     """
 
-    model: keras.Model
+    model: keras.Model  # or, for exported artefacts, an object with predict_on_batch
     classes: list[str]
     img_size: tuple[int, int]
     meta: dict[str, Any]
     run_dir: Path | None
+    runtime: str = "keras"  # or "onnx", "litert", "savedmodel" (leuko export's artefacts)
 
     @property
     def n_classes(self) -> int:
@@ -198,14 +199,19 @@ def locate(path: Path) -> tuple[Path, Path, Path | None]:
             model_path = candidates[0]
         return model_path, p / META_FILE, p
     if p.suffix.lower() != ".keras":
-        raise LeukoError(f"{p} is not a model: expected a run directory or a .keras file")
+        raise LeukoError(f"{p} is not a model: expected a run directory, a .keras file or an "
+                         "exported .onnx/.tflite/SavedModel")
     meta_path = p.parent / META_FILE
     return p, meta_path, (p.parent if meta_path.exists() else None)
 
 
 def read_meta(path: Path) -> dict[str, Any]:
     """The run metadata for a --model argument without loading the model (cheap: no TF)."""
+    from .runtimes import exported_kind, read_card
+
     p = resolve_run_dir(Path(path))
+    if exported_kind(p):
+        return read_card(p)
     members = ensemble_members(p)
     if members is not None:
         return read_json_object(p / META_FILE, "ensemble metadata")
@@ -279,7 +285,15 @@ def read_run_meta(meta_path: Path, model_path: Path) -> dict[str, Any]:
 def load_bundle(path: Path) -> Bundle:
     """Load a run directory, `runs/latest`, a .keras file with leuko.json beside it, or an
     ensemble run (leuko cv), which becomes one model averaging its members."""
+    from .runtimes import exported_kind, load_runtime, read_card
+
     p = resolve_run_dir(Path(path))
+    kind = exported_kind(p)
+    if kind:  # an exported artefact, run by its own runtime
+        card = read_card(p)
+        h, w = (int(v) for v in card["img_size"])
+        return Bundle(load_runtime(p, kind), [str(c) for c in card["classes"]], (h, w), card,
+                      None, kind)
     members = ensemble_members(p)
     if members is not None:
         return _load_ensemble(p, members)

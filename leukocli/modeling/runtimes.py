@@ -1,0 +1,185 @@
+"""Running exported models without TensorFlow: ONNX Runtime and the LiteRT interpreter.
+
+`leuko predict` and `leuko evaluate` take an exported `.onnx` or `.tflite` (or a
+SavedModel folder, which does need TensorFlow) as --model. For the first two nothing
+here imports TensorFlow: images are decoded and resized with Pillow, and test-time
+views are the same flips, turns and shifts as modeling.augment's, done in numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LeukoError
+from .augment import TTA_VIEWS, check_tta
+
+EXTRAS = {"onnx": ("onnxruntime", "leukocli[onnx]"), "litert": ("ai_edge_litert",
+                                                                 "leukocli[litert]")}
+
+
+def exported_kind(path: Path) -> str | None:
+    """'onnx', 'litert' or 'savedmodel' for an exported artefact, else None."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in (".tflite", ".litert"):
+        return "litert"
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return "savedmodel"
+    return None
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """The JSON card `leuko export` writes beside (or inside) an artefact."""
+    card = path / "leuko.json" if path.is_dir() else path.with_name(path.name + ".leuko.json")
+    if not card.is_file():
+        raise LeukoError(f"{path} has no {card.name} beside it: leuko needs the classes and "
+                         "input size it was exported with (run `leuko export` again)")
+    try:
+        meta = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LeukoError(f"{card} is not a readable leuko card ({exc})".splitlines()[0]) from None
+    if not isinstance(meta, dict) or not meta.get("classes") or not meta.get("img_size"):
+        raise LeukoError(f"{card} lacks classes or img_size; it is not a leuko export card")
+    return meta
+
+
+class OnnxModel:
+    """An ONNX model behind the one call predict needs."""
+
+    def __init__(self, path: Path) -> None:
+        ort = _import("onnx", path)
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own zoo
+            raise LeukoError(f"{path} is not a loadable ONNX model ({_first(exc)})") from None
+        self.input = self.session.get_inputs()[0].name
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})
+        return np.asarray(out[0], dtype=np.float32)
+
+
+class LiteRTModel:
+    """A LiteRT (TensorFlow Lite) model behind the one call predict needs."""
+
+    def __init__(self, path: Path) -> None:
+        litert = _import("litert", path)
+        try:
+            self.interpreter = litert.Interpreter(model_path=str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise LeukoError(f"{path} is not a loadable LiteRT model ({_first(exc)})") from None
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch = -1
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] != self.batch:
+            self.interpreter.resize_tensor_input(self.input, list(x.shape))
+            self.interpreter.allocate_tensors()
+            self.batch = x.shape[0]
+        self.interpreter.set_tensor(self.input, np.ascontiguousarray(x, np.float32))
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self.output), dtype=np.float32)
+
+
+class SavedModelModel:
+    """A SavedModel's serving function (this one needs TensorFlow)."""
+
+    def __init__(self, path: Path) -> None:
+        from .._tf import tf
+
+        try:
+            self.loaded = tf.saved_model.load(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise LeukoError(f"{path} is not a loadable SavedModel ({_first(exc)})") from None
+        if not hasattr(self.loaded, "serve"):
+            raise LeukoError(f"{path} has no `serve` endpoint; export it with leuko export")
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        out = self.loaded.serve(np.ascontiguousarray(x, np.float32))
+        return np.asarray(out, dtype=np.float32)
+
+
+def load_runtime(path: Path, kind: str) -> Any:
+    return {"onnx": OnnxModel, "litert": LiteRTModel, "savedmodel": SavedModelModel}[kind](path)
+
+
+def _import(kind: str, path: Path) -> Any:
+    module, extra = EXTRAS[kind]
+    try:
+        if kind == "litert":
+            from ai_edge_litert import interpreter
+
+            return interpreter
+        import onnxruntime
+
+        return onnxruntime
+    except ImportError:
+        raise LeukoError(f"running {path.name} needs {module}: pip install '{extra}'") from None
+
+
+def _first(exc: BaseException) -> str:
+    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
+
+
+# --------------------------------------------------------------------------- images
+def load_images(paths: Sequence[Path | str], size: tuple[int, int]) -> np.ndarray:
+    """float32 RGB 0-255 batches resized (antialiased bilinear) with Pillow, as the model wants."""
+    from PIL import Image
+
+    h, w = size
+    out = np.empty((len(paths), h, w, 3), dtype=np.float32)
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            rgb = im.convert("RGB")
+            if rgb.size != (w, h):
+                rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
+            out[i] = np.asarray(rgb, dtype=np.float32)
+    return out
+
+
+def tta_views_np(images: np.ndarray, n: int) -> list[np.ndarray]:
+    """The first `n` test-time views of a batch, in numpy (see modeling.augment.TTA_VIEWS)."""
+    check_tta(n)
+    views = [images]
+    for angle, fh, fv, dy, dx in TTA_VIEWS[1:n]:
+        if angle == 0.0 and dy == 0.0 and dx == 0.0:
+            v = images[:, :, ::-1] if fh else images
+            views.append(np.ascontiguousarray(v[:, ::-1] if fv else v))
+            continue
+        views.append(_warp(images, angle, fh, fv, dy, dx))
+    return views
+
+
+def _reflect(coord: np.ndarray, n: int) -> np.ndarray:
+    """TensorFlow's REFLECT fill (d c b a | a b c d | d c b a) for out-of-image coordinates."""
+    period = 2 * n
+    c = np.mod(coord + 0.5, period) - 0.5
+    return np.where(c > n - 1, period - 1 - c, c).clip(0, n - 1)
+
+
+def _warp(images: np.ndarray, angle: float, fh: bool, fv: bool, dy: float,
+          dx: float) -> np.ndarray:
+    """One fixed rotation/flip/shift about the centre, bilinear, reflected edges."""
+    b, h, w, _ = images.shape
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    a = math.radians(angle)
+    c, s = math.cos(a), math.sin(a)
+    fx, fy = (-1.0 if fh else 1.0), (-1.0 if fv else 1.0)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    x_in = c * fx * (xs - cx) - s * fy * (ys - cy) + cx + dx * w
+    y_in = s * fx * (xs - cx) + c * fy * (ys - cy) + cy + dy * h
+    x_in, y_in = _reflect(x_in, w), _reflect(y_in, h)
+    x0, y0 = np.floor(x_in).astype(int), np.floor(y_in).astype(int)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    wx, wy = (x_in - x0)[..., None], (y_in - y0)[..., None]
+    top = images[:, y0, x0] * (1 - wx) + images[:, y0, x1] * wx
+    bottom = images[:, y1, x0] * (1 - wx) + images[:, y1, x1] * wx
+    return (top * (1 - wy) + bottom * wy).astype(np.float32)
