@@ -76,3 +76,20 @@ def test_training_reshuffles_and_augments(images: list[tuple[Path, np.ndarray]])
     x_aug, y_aug = (t.numpy() for t in next(iter(aug)))
     assert x_aug.shape == x_plain.shape and x_aug.dtype == np.float32
     assert not np.allclose(x_aug, x_plain[y_aug])  # pixels were transformed
+
+
+def test_other_aspect_ratios_are_fitted_not_stretched(tmp_path: Path) -> None:
+    """A square photo in a 3:4 frame keeps its shape (black bars), in TensorFlow and in
+    the TensorFlow-free loader that exported models use."""
+    from leukocli.modeling.runtimes import load_images
+
+    img = np.zeros((60, 60, 3), np.uint8)
+    img[20:40, 20:40] = 255  # a square in the middle
+    Image.fromarray(img).save(tmp_path / "sq.png")
+    for x in (np.asarray(build_dataset([str(tmp_path / "sq.png")], None, (60, 80), 1)
+                         .unbatch().take(1).get_single_element()),
+              load_images([tmp_path / "sq.png"], (60, 80))[0]):
+        assert x.shape == (60, 80, 3)
+        assert x[:, :10].max() == 0 and x[:, -10:].max() == 0  # bars left and right
+        ys, xs = np.nonzero(x[..., 0] > 128)
+        assert abs((ys.max() - ys.min()) - (xs.max() - xs.min())) <= 1  # still a square

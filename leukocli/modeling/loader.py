@@ -44,7 +44,12 @@ def decode_image(path: tf.Tensor) -> tf.Tensor:
 
 
 def load_image(path: tf.Tensor, img_size: tuple[int, int]) -> tf.Tensor:
-    """Decode and resize (bilinear) to img_size; float32 RGB in 0..255."""
+    """Decode and fit into img_size: float32 RGB in 0..255.
+
+    The aspect ratio is kept (antialiased bilinear resize, then black bars, as
+    tf.image.resize_with_pad does): stretching a square cell photo into a 3:4 frame
+    would turn round cells into ellipses and change the answer.
+    """
     img = decode_image(path)
     h, w = int(img_size[0]), int(img_size[1])
     shape = tf.shape(img)
@@ -52,7 +57,7 @@ def load_image(path: tf.Tensor, img_size: tuple[int, int]) -> tf.Tensor:
     out = tf.cond(
         same,
         lambda: tf.cast(img, tf.float32),
-        lambda: tf.image.resize(tf.cast(img, tf.float32), (h, w), antialias=True),
+        lambda: tf.image.resize_with_pad(tf.cast(img, tf.float32), h, w, antialias=True),
     )
     return tf.ensure_shape(out, [h, w, 3])
 

@@ -131,17 +131,23 @@ def _first(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- images
 def load_images(paths: Sequence[Path | str], size: tuple[int, int]) -> np.ndarray:
-    """float32 RGB 0-255 batches resized (antialiased bilinear) with Pillow, as the model wants."""
+    """float32 RGB 0-255 batches fitted into `size` with Pillow, as modeling.loader does:
+    aspect kept (antialiased bilinear), black bars where the shapes differ."""
     from PIL import Image
 
     h, w = size
-    out = np.empty((len(paths), h, w, 3), dtype=np.float32)
+    out = np.zeros((len(paths), h, w, 3), dtype=np.float32)
     for i, p in enumerate(paths):
         with Image.open(p) as im:
             rgb = im.convert("RGB")
-            if rgb.size != (w, h):
-                rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
-            out[i] = np.asarray(rgb, dtype=np.float32)
+            if rgb.size == (w, h):
+                out[i] = np.asarray(rgb, dtype=np.float32)
+                continue
+            ratio = max(rgb.width / w, rgb.height / h)
+            rw, rh = int(rgb.width / ratio), int(rgb.height / ratio)
+            top, left = (h - rh) // 2, (w - rw) // 2
+            small = rgb.resize((rw, rh), Image.Resampling.BILINEAR)
+            out[i, top : top + rh, left : left + rw] = np.asarray(small, dtype=np.float32)
     return out
 
 
