@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,28 +221,45 @@ def _draw_wbc(
     canvas[sl] = canvas[sl] * (1.0 - nucleus) + nuc_px * nucleus
 
 
-def render_smear(label: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """Render one synthetic smear of `label` at size (height, width)."""
-    if label not in _STYLES:
-        raise LeukoError(f"unknown class {label!r}; synthetic classes are {', '.join(CLASSES)}")
+@dataclass(frozen=True)
+class Cell:
+    """A white cell drawn into a field: its class, centre and radius in pixels."""
+
+    label: str
+    cy: float
+    cx: float
+    radius: float
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """(x_min, y_min, x_max, y_max), as Pascal VOC annotations give boxes."""
+        r = self.radius * 1.05
+        return (self.cx - r, self.cy - r, self.cx + r, self.cy + r)
+
+
+def _unit(h: int, w: int) -> float:
+    """Pixel scale against the 240x320 images the styles were drawn for."""
+    return math.sqrt(h * w / (240.0 * 320.0))
+
+
+def render_field(size: tuple[int, int], place: Callable[[], list[Cell]],
+                 rng: np.random.Generator, unit: float | None = None) -> Image.Image:
+    """A smear field of red cells and platelets with white cells drawn where `place`
+    (called once the stain and light are drawn) puts them."""
     h, w = size
-    unit = math.sqrt(h * w / (240.0 * 320.0))
+    unit = _unit(h, w) if unit is None else unit
     tint = (1.0 + rng.normal(0, 0.03, 3)).astype(np.float32)  # stain batch: all colours shift
     bright = np.float32(rng.uniform(0.95, 1.03))
     illum = 0.95 + 0.07 * _smooth_noise(rng, (h, w), max(8, min(h, w) // 3))
     canvas = (_BACKGROUND * tint * bright)[None, None, :] * illum[..., None]
     canvas = canvas.astype(np.float32)
-
-    radius = rng.uniform(*_STYLES[label].radius) * unit
-    cy = rng.uniform(0.3, 0.7) * h
-    cx = rng.uniform(0.3, 0.7) * w
-
+    cells = place()
     n_rbc = int(rng.integers(26, 40) * (h * w) / (240 * 320))
     for _ in range(n_rbc):
         r = rng.uniform(18, 25) * unit
         py, px = rng.uniform(-r, h + r), rng.uniform(-r, w + r)
-        if math.hypot(py - cy, px - cx) < radius * 0.7:
-            continue  # the white cell sits in a gap of the film
+        if any(math.hypot(py - c.cy, px - c.cx) < c.radius * 0.7 for c in cells):
+            continue  # a white cell sits in a gap of the film
         _draw_rbc(canvas, rng, py, px, r, tint)
     for _ in range(int(rng.integers(0, 3))):
         pr = rng.uniform(1.5, 3.0) * unit
@@ -250,13 +268,55 @@ def render_smear(label: str, size: tuple[int, int], rng: np.random.Generator) ->
             sl, ys, xs = got
             a = _coverage(np.sqrt(ys**2 + xs**2) - pr)[..., None] * 0.8
             canvas[sl] = canvas[sl] * (1 - a) + _PLATELET * tint * a
-    _draw_wbc(canvas, rng, label, cy, cx, radius, tint)
-
+    for cell in cells:
+        _draw_wbc(canvas, rng, cell.label, cell.cy, cell.cx, cell.radius, tint)
     canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * 2.5
     img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), "RGB")
     if unit < 1.5:  # a small fixed kernel is several times faster than GaussianBlur
         return img.filter(_SOFTEN)
     return img.filter(ImageFilter.GaussianBlur(0.6 * unit))
+
+
+def render_smear_cell(label: str, size: tuple[int, int], rng: np.random.Generator
+                      ) -> tuple[Image.Image, Cell]:
+    """One smear with one white cell of `label` somewhere central, and where it is."""
+    if label not in _STYLES:
+        raise LeukoError(f"unknown class {label!r}; synthetic classes are {', '.join(CLASSES)}")
+    h, w = size
+    placed: list[Cell] = []
+
+    def place() -> list[Cell]:
+        radius = rng.uniform(*_STYLES[label].radius) * _unit(h, w)
+        placed.append(Cell(label, rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, radius))
+        return placed
+
+    return render_field(size, place, rng), placed[0]
+
+
+def render_smear(label: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """Render one synthetic smear of `label` at size (height, width)."""
+    return render_smear_cell(label, size, rng)[0]
+
+
+def random_field(size: tuple[int, int], n_cells: int, rng: np.random.Generator,
+                 unit: float = 1.0) -> tuple[Image.Image, list[Cell]]:
+    """A whole field of view with `n_cells` white cells of random classes, apart from each
+    other and from the edges: what a microscope camera sees (leuko count's test data)."""
+    h, w = size
+    cells: list[Cell] = []
+
+    def place() -> list[Cell]:
+        for _ in range(200 * max(1, n_cells)):
+            if len(cells) == n_cells:
+                break
+            label = CLASSES[int(rng.integers(0, len(CLASSES)))]
+            r = rng.uniform(*_STYLES[label].radius) * unit
+            cy, cx = rng.uniform(r * 1.3, h - r * 1.3), rng.uniform(r * 1.3, w - r * 1.3)
+            if all(math.hypot(cy - c.cy, cx - c.cx) > 2.6 * max(r, c.radius) for c in cells):
+                cells.append(Cell(label, cy, cx, r))
+        return cells
+
+    return render_field(size, place, rng, unit), cells
 
 
 # --------------------------------------------------------------------------- augmentation
