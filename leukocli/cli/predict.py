@@ -34,6 +34,10 @@ def predict(
     tta: Annotated[
         int, typer.Option(help="Test-time augmentation views to average (1 = off, max 20).")
     ] = 1,
+    explain: Annotated[
+        Path | None,
+        typer.Option(help="Also write a Grad-CAM heatmap PNG per image into this folder."),
+    ] = None,
 ) -> None:
     """Classify images with a trained model.
 
@@ -54,12 +58,22 @@ def predict(
     if not paths:
         raise LeukoError("give at least one image file, folder or glob")
     resolve_run_dir(model)  # fail fast, before scanning, when there is no model at all
+    if explain is not None:
+        from .._util.files import ensure_writable_dir
+
+        ensure_writable_dir(explain, "--explain")
     collected = collect_images(paths)
     from ..modeling.bundle import load_bundle
 
     bundle = load_bundle(model)
     result = predict_paths(paths, bundle, batch, collected=collected, tta=tta,
                            reporter=RichReporter())
+    if explain is not None and result.predictions:
+        from ..evaluation.explain import explain_files
+
+        explain_files(bundle, [Path(p.path) for p in result.predictions], explain, None,
+                      reporter=RichReporter())
+        err_console.print(f"Grad-CAM heatmaps in {explain}", soft_wrap=True)
     show(result, min(top_k, bundle.n_classes), fmt)
 
 
