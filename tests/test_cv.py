@@ -14,8 +14,9 @@ from conftest import invoke
 from leukocli.curation.folds import assign_folds
 from leukocli.errors import LeukoError
 
-TRAIN_ARGS = ("--backbone", "compact", "--img", "48x48", "--crop-cell", "0", "--epochs", "1",
+TRAIN_ARGS = ("--backbone", "compact", "--img", "120x160", "--crop-cell", "48", "--epochs", "8",
               "--batch", "8", "--precision", "float32", "--seed", "3")
+FLIPPED = 3  # whole groups (a smear and its siblings) filed under another class
 
 
 def test_folds_keep_groups_whole_and_class_shares_even() -> None:
@@ -40,18 +41,36 @@ def test_folds_keep_groups_whole_and_class_shares_even() -> None:
         assign_folds(["A"] * 4, ["g1", "g2", "g3", "g4"], folds=5)
 
 
+def _flipped_manifest(data: Path, n: int) -> tuple[Path, list[str]]:
+    """A manifest of `data` (group = the smear each image shows) in which every sibling of
+    `n` smears carries the next class's label: planted whole-group label errors."""
+    sources = pd.read_csv(data / "sources.csv")
+    sources["label"] = [rel.split("/")[0] for rel in sources.file]
+    classes = sorted(sources.label.unique())
+    flipped = sorted(sources.source.unique())[1 : 1 + 7 * n : 7]
+    for k, source in enumerate(flipped):
+        rows = sources.source == source
+        old = sources.loc[rows, "label"].iloc[0]
+        sources.loc[rows, "label"] = classes[(classes.index(old) + 1 + k) % len(classes)]
+    manifest = data.parent / "data.csv"
+    pd.DataFrame({"path": [str(data / f) for f in sources.file], "label": sources.label,
+                  "group": sources.source}).to_csv(manifest, index=False)
+    return manifest, list(flipped)
+
+
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A planted synthetic dataset and a full 2-fold cv run of it."""
+    """A manifest with planted whole-group label errors, and a 2-fold cv run of it."""
     from leukocli.data.synth import make_dataset
 
     root = tmp_path_factory.mktemp("cv")
-    make_dataset(root / "data", per_class=4, size=(48, 48), seed=5, siblings=2, plant=True)
-    done = invoke("cv", str(root / "data"), "--folds", "2", "--out", str(root / "full"),
-                  *TRAIN_ARGS)
+    make_dataset(root / "data", per_class=10, size=(120, 160), seed=5, siblings=3, plant=False)
+    manifest, flipped = _flipped_manifest(root / "data", FLIPPED)
+    (root / "flipped.json").write_text(json.dumps(flipped))
+    done = invoke("cv", str(manifest), "--folds", "2", "--out", str(root / "full"), *TRAIN_ARGS)
     assert done.code == 0, done.stderr
     assert "per fold" in done.stdout and "accuracy per image" in done.stdout
-    return root / "data", root / "full"
+    return manifest, root / "full"
 
 
 def test_every_image_gets_one_out_of_fold_prediction(cv_run: tuple[Path, Path]) -> None:
@@ -78,22 +97,29 @@ def test_every_image_gets_one_out_of_fold_prediction(cv_run: tuple[Path, Path]) 
     assert (run.parent / "latest").resolve() == run.resolve()
 
 
-def test_fold_jobs_then_continue_and_collect_equal_the_full_run(
+def test_a_fold_job_then_collect_equals_the_full_run(
     cv_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    data, full = cv_run
+    """A run with one fold missing (another machine's job, or Ctrl-C) is finished with
+    --fold and --collect, and gives the same oof.csv as the full run (same seed)."""
+    import shutil
+
+    manifest, full = cv_run
     run = tmp_path / "jobs"
-    one = invoke("cv", str(data), "--folds", "2", "--out", str(run), "--fold", "0", *TRAIN_ARGS)
-    assert one.code == 0, one.stderr
-    assert "1 of 2 folds done" in one.stdout and not (run / "oof.csv").exists()
+    shutil.copytree(full, run, ignore=shutil.ignore_patterns("fold-1"))
+    shutil.copytree(full / "fold-1", run / "fold-1",
+                    ignore=shutil.ignore_patterns("model.keras", "leuko.json", "history.csv",
+                                                  "oof.csv", "curves.png"))
+    (run / "oof.csv").unlink()
     invoke("cv", "--collect", str(run)).one_line_error(2, "fold(s) 1", "not finished")
-    rest = invoke("cv", "--out", str(run))  # continues with the saved plan: fold 1, collect
-    assert rest.code == 0, rest.stderr
+    one = invoke("cv", "--out", str(run), "--fold", "1")  # the saved plan: no DATA needed
+    assert one.code == 0, one.stderr
+    assert "fold 0: done already" not in one.stderr  # --fold 1 touches fold 1 only
+    assert "2 of 2 folds done" in one.stdout and "collect with" in one.stdout
+    done = invoke("cv", "--collect", str(run))
+    assert done.code == 0, done.stderr
     assert (run / "oof.csv").read_text() == (full / "oof.csv").read_text()
-    again = invoke("cv", "--collect", str(run))
-    assert again.code == 0, again.stderr
-    assert (run / "oof.csv").read_text() == (full / "oof.csv").read_text()
-    other = invoke("cv", str(data), "--folds", "3", "--out", str(run), *TRAIN_ARGS)
+    other = invoke("cv", str(manifest), "--folds", "3", "--out", str(run), *TRAIN_ARGS)
     other.one_line_error(2, "holds a cv run with --folds 2, not 3")
 
 
@@ -111,3 +137,55 @@ def test_the_ensemble_is_the_mean_of_the_fold_models(cv_run: tuple[Path, Path]) 
     assert done.code == 0, done.stderr
     assert json.loads(done.stdout)[0]["predicted"] in {"EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE",
                                                        "NEUTROPHIL"}
+
+
+def test_audit_finds_the_planted_label_errors(cv_run: tuple[Path, Path], tmp_path: Path) -> None:
+    manifest, run = cv_run
+    flipped = json.loads((run.parent / "flipped.json").read_text())
+    before = manifest.read_bytes()
+    done = invoke("audit", str(manifest), "--model", str(run), "--out", str(tmp_path / "a"),
+                  "--top", "5", "--write-exclude", str(tmp_path / "issues.json"))
+    assert done.code == 0, done.stderr
+    groups = pd.read_csv(tmp_path / "a" / "audit_groups.csv", dtype={"group": str})
+    assert set(flipped) <= set(groups.group.head(5)), groups.head(8)
+    images = pd.read_csv(tmp_path / "a" / "audit.csv")
+    assert len(images) == len(pd.read_csv(run / "oof.csv"))
+    assert (tmp_path / "a" / "contact.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    issues = json.loads((tmp_path / "issues.json").read_text())
+    assert all(g["conflict"] for g in issues["groups"])
+    assert manifest.read_bytes() == before  # audit never changes the data
+
+
+def test_report_is_one_self_contained_html_file(cv_run: tuple[Path, Path], tmp_path: Path
+                                                ) -> None:
+    import base64
+    from html.parser import HTMLParser
+
+    _, run = cv_run
+    done = invoke("report", str(run), "--out", str(tmp_path / "r.html"))
+    assert done.code == 0, done.stderr
+
+    class Page(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ids: set[str] = set()
+            self.images: list[str] = []
+            self.links: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if a.get("id"):
+                self.ids.add(str(a["id"]))
+            if tag == "img":
+                self.images.append(str(a.get("src")))
+            if tag in ("script", "link") or (tag == "a" and "href" in a):
+                self.links.append(tag)
+
+    page = Page()
+    page.feed((tmp_path / "r.html").read_text())
+    assert {"summary", "run", "curves", "confusion", "calibration", "groups",
+            "mistakes"} <= page.ids
+    assert page.images and not page.links  # no scripts, no stylesheets, no network
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,8 +11,8 @@ from importlib import import_module
 from .app import app
 
 # Each command module registers itself on import; this order is the order of `--help`.
-COMMANDS = ("dedupe", "split", "train", "cv", "evaluate", "predict", "explain", "export",
-            "synth", "demo")
+COMMANDS = ("dedupe", "split", "train", "cv", "evaluate", "predict", "explain", "report",
+            "audit", "export", "synth", "demo")
 for _name in COMMANDS:
     import_module(f"{__name__}.{_name}")
 

@@ -102,7 +102,8 @@ def _run(run: Path, plan: Any, fold: int | None, reporter: RichReporter) -> None
     if fold is not None or left:
         done = plan.folds - len(left)
         console.print(f"{done} of {plan.folds} folds done in {run}"
-                      + (f"; collect with: leuko cv --collect {run}" if not left else ""))
+                      + (f"; collect with: leuko cv --collect {run}" if not left else ""),
+                      soft_wrap=True)
         return
     render(collect_run(run, reporter), run)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,12 +12,9 @@ import pandas as pd
 from .history import as_frame
 
 
-def plot_confusion(
-    cm: np.ndarray | Sequence[Sequence[int]],
-    labels: Sequence[str],
-    path: Path,
-    title: str = "Confusion matrix",
-) -> None:
+def confusion_figure(
+    cm: np.ndarray | Sequence[Sequence[int]], labels: Sequence[str], title: str
+) -> Any:
     """Confusion matrix as the paper's figure 7: rows true, columns predicted.
 
     Cell colour is the row percentage (so rare classes are as visible as common ones);
@@ -34,20 +32,33 @@ def plot_confusion(
     n = len(labels)
     size = max(4.5, 1.1 * n + 2.5)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+    ax.set_xticks(range(n), labels=[str(x) for x in labels], rotation=35, ha="right")
+    ax.set_yticks(range(n), labels=[str(x) for x in labels])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(n):
+        for j in range(n):
+            colour = "white" if pct[i, j] > 55 else "black"
+            ax.text(j, i, f"{counts[i, j]}\n{pct[i, j]:.1f}%", ha="center", va="center",
+                    color=colour, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of true class")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(
+    cm: np.ndarray | Sequence[Sequence[int]],
+    labels: Sequence[str],
+    path: Path,
+    title: str = "Confusion matrix",
+) -> None:
+    """confusion_figure written as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = confusion_figure(cm, labels, title)
     try:
-        im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
-        ax.set_xticks(range(n), labels=[str(x) for x in labels], rotation=35, ha="right")
-        ax.set_yticks(range(n), labels=[str(x) for x in labels])
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(title)
-        for i in range(n):
-            for j in range(n):
-                colour = "white" if pct[i, j] > 55 else "black"
-                ax.text(j, i, f"{counts[i, j]}\n{pct[i, j]:.1f}%", ha="center", va="center",
-                        color=colour, fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of true class")
-        fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
     finally:
