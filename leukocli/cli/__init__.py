@@ -12,7 +12,7 @@ from .app import app
 
 # Each command module registers itself on import; this order is the order of `--help`.
 COMMANDS = ("dedupe", "split", "train", "cv", "evaluate", "predict", "explain", "report",
-            "audit", "export", "synth", "demo")
+            "audit", "count", "export", "synth", "demo")
 for _name in COMMANDS:
     import_module(f"{__name__}.{_name}")
 

@@ -29,11 +29,19 @@ def synth(
                                                 "conflict, name collisions, a corrupt file."),
     ] = True,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing folder.")] = False,
+    fields: Annotated[
+        int,
+        typer.Option(help="Instead: N whole 480x640 fields of view with 0-3 white cells each "
+                          "and their boxes (Pascal VOC), for leuko count."),
+    ] = 0,
 ) -> None:
     """Write a synthetic stained-smear dataset (demo data and test fixtures)."""
     from ..data.dataset import parse_size
     from ..data.synth import MIN_SIZE, WRITTEN_BESIDE, check_synth_options, make_dataset
 
+    if fields:
+        _fields(out, fields, seed, force)
+        return
     hw = parse_size(size, minimum=MIN_SIZE)
     check_synth_options(per_class, hw, siblings, plant)
     out = Path(out).expanduser()
@@ -48,7 +56,11 @@ def synth(
              + (f"; {' and '.join(rewritten)} are rewritten" if rewritten else ""))
     summary = make_dataset(out, per_class=per_class, size=hw, seed=seed, siblings=siblings,
                            plant=plant, reporter=RichReporter())
+    _show(summary, out, hw, seed, per_class, siblings, plant)
 
+
+def _show(summary: dict[str, Any], out: Path, hw: tuple[int, int], seed: int, per_class: int,
+          siblings: int, plant: bool) -> None:
     rows: list[list[object]] = [[c, per_class, n] for c, n in summary["counts"].items()]
     rows.append(["total", summary["smears"], summary["images"]])
     console.print(
@@ -73,3 +85,17 @@ def synth(
             table.add_row(key, str(len(p[key])), example(p[key][0]))
         console.print(table)
     console.print(f"Ground truth of siblings and copies: {out / 'sources.csv'}")
+
+
+def _fields(out: Path, n: int, seed: int, force: bool) -> None:
+    from ..data.synth import make_fields
+
+    if n < 1:
+        raise LeukoError(f"--fields must be at least 1 (got {n})")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+        raise LeukoError(f"{out} exists and is not an empty folder; choose a new one or --force")
+    made = make_fields(out, n=n, seed=seed, reporter=RichReporter())
+    cells = sum(len(m["cells"]) for m in made)
+    console.print(f"Wrote {n} fields with {cells} white cells to {out}/JPEGImages and their "
+                  f"boxes to {out}/Annotations (try: leuko count {out}/JPEGImages --eval)",
+                  soft_wrap=True)

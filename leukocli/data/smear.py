@@ -247,6 +247,9 @@ def render_field(size: tuple[int, int], place: Callable[[], list[Cell]],
     """A smear field of red cells and platelets with white cells drawn where `place`
     (called once the stain and light are drawn) puts them."""
     h, w = size
+    # single-cell smears keep their historical (sparser) film; whole fields with a given
+    # cell scale get the red-cell density of a 240x320 smear at that scale
+    density = 1.0 if unit is None else 1.0 / (unit * unit)
     unit = _unit(h, w) if unit is None else unit
     tint = (1.0 + rng.normal(0, 0.03, 3)).astype(np.float32)  # stain batch: all colours shift
     bright = np.float32(rng.uniform(0.95, 1.03))
@@ -254,7 +257,7 @@ def render_field(size: tuple[int, int], place: Callable[[], list[Cell]],
     canvas = (_BACKGROUND * tint * bright)[None, None, :] * illum[..., None]
     canvas = canvas.astype(np.float32)
     cells = place()
-    n_rbc = int(rng.integers(26, 40) * (h * w) / (240 * 320))
+    n_rbc = int(rng.integers(26, 40) * (h * w) / (240 * 320) * density)
     for _ in range(n_rbc):
         r = rng.uniform(18, 25) * unit
         py, px = rng.uniform(-r, h + r), rng.uniform(-r, w + r)

@@ -1,0 +1,87 @@
+"""`leuko count`: every white cell of a whole synthetic field found, classified, counted."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import invoke
+from PIL import Image
+
+from leukocli.data.synth import make_fields
+from leukocli.evaluation.count import window
+from leukocli.evaluation.locate import locate_cells, match
+
+
+@pytest.fixture(scope="module")
+def fields(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve 480x640 fields with 0-3 white cells each, in VOC layout."""
+    root = tmp_path_factory.mktemp("fields")
+    make_fields(root, n=12, seed=2)
+    return root
+
+
+def test_every_cell_is_found_with_its_box(fields: Path, tmp_path: Path) -> None:
+    done = invoke("count", str(fields / "JPEGImages"), "--model", "none", "--eval",
+                  "--format", "json", "--out", str(tmp_path / "c"))
+    assert done.code == 0, done.stderr
+    e = json.loads(done.stdout)["evaluation"]
+    assert e["photos_evaluated"] == 12 and e["true_positives"] > 10
+    assert e["recall"] == 1.0 and e["precision"] == 1.0
+
+
+def test_outputs_parse_and_agree(fields: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((fields / "JPEGImages").glob("*.jpg"))[:4]:
+        (photos / p.name).write_bytes(p.read_bytes())
+    Image.new("RGB", (320, 240), (236, 226, 224)).save(photos / "empty.jpg")  # no cell
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not a photo")
+    out = tmp_path / "c"
+    done = invoke("count", str(photos), "--model", "none", "--out", str(out))
+    assert done.code == 1, done.stderr  # one unreadable photo: reported, the rest counted
+    assert "broken.jpg" in done.stderr and "differential count" in done.stdout
+    cells = list(csv.DictReader((out / "cells.csv").open()))
+    summary = json.loads((out / "counts.json").read_text())
+    assert summary["total"]["cells"] == len(cells) > 0
+    assert summary["photos"][str(photos / "empty.jpg")]["cells"] == 0  # a row, not an error
+    rows = {r["photo"]: r for r in csv.DictReader((out / "counts.csv").open())}
+    assert rows["TOTAL"]["cells"] == str(len(cells))
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(
+        [f"{p.stem}.png" for p in photos.glob("*.jpg") if p.name != "broken.jpg"])
+
+
+def test_counts_follow_the_cells_classes_with_a_model_trained_on_cells(
+    fields: Path, tmp_path: Path
+) -> None:
+    """A classifier trained on cells as count cuts them out classifies the counted cells."""
+    from leukocli.training.loop import train
+    from leukocli.training.options import TrainOptions
+
+    made = make_fields(tmp_path / "train", n=60, seed=11)
+    rows = ["path,label"]
+    for m in made:
+        img = Image.open(tmp_path / "train" / "JPEGImages" / f"{m['name']}.jpg").convert("RGB")
+        found = locate_cells(img)
+        for i, j in match([b for _, b in m["cells"]], [c.box for c in found]):
+            p = tmp_path / "cells" / f"{m['name']}_{i}.png"
+            p.parent.mkdir(exist_ok=True)
+            Image.fromarray(window(np.asarray(img), found[j], (120, 160)).astype(np.uint8)
+                            ).save(p)
+            rows.append(f"{p},{m['cells'][i][0]}")
+    (tmp_path / "cells.csv").write_text("\n".join(rows) + "\n")
+    opts = TrainOptions(train_csv=str(tmp_path / "cells.csv"), val_csv=str(tmp_path / "cells.csv"),
+                        img_size=(120, 160), batch=16, epochs=10, backbone="compact",
+                        crop_cell=64, precision="float32", seed=1)
+    run = train(opts, out=tmp_path / "run").run_dir
+    done = invoke("count", str(fields / "JPEGImages"), "--model", str(run), "--eval",
+                  "--format", "json", "--out", str(tmp_path / "c"))
+    assert done.code == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["evaluation"]["class_accuracy"] >= 0.75  # chance is 0.25
+    cells = list(csv.DictReader((tmp_path / "c" / "cells.csv").open()))
+    for c in result["classes"]:
+        assert result["total"]["count"][c] == sum(1 for r in cells if r["class"] == c)
