@@ -106,7 +106,7 @@ def test_killing_one_worker_stops_the_other_with_one_line(
     survivor, victim = _workers(small, tmp_path, epochs=200)
     assert survivor.stderr is not None
     for line in survivor.stderr:  # wait until training really runs on both
-        if line.startswith("epoch 2/"):
+        if line.startswith("epoch 1/"):
             break
     victim.kill()
     victim.wait(timeout=60)

@@ -88,7 +88,7 @@ def test_the_map_without_a_crop_beats_a_uniform_one(
     fields: tuple[Path, pd.DataFrame, pd.DataFrame]
 ) -> None:
     root, _, val = fields
-    run = _train(root, "whole", size=(60, 80), epochs=10, crop_cell=0)
+    run = _train(root, "whole", size=(60, 80), epochs=7, crop_cell=0)
     disk_share = np.pi * RADIUS**2 / (SIZE[0] * SIZE[1])
     assert _mass_in_disk(run, val, (60, 80)).mean() > 2 * disk_share
 

@@ -17,7 +17,8 @@ import numpy as np
 from conftest import invoke
 from PIL import Image, ImageOps
 
-from leukocli.data.dataset import check_image, scan
+from leukocli.data.dataset import scan
+from leukocli.data.images import check_image
 from leukocli.data.smear import CLASSES, NEAR_TRANSFORMS
 from leukocli.data.synth import make_dataset
 

@@ -57,18 +57,20 @@ def _opts(split: tuple[Path, Path], **kw: object) -> TrainOptions:
     base: dict[str, object] = dict(
         train_csv=str(split[0]), val_csv=str(split[1]), img_size=(75, 75), batch=4, epochs=1,
         backbone="compact", weights="none", precision="float32", strategy="default",
+        crop_cell=0,  # 75x75 smears: a 128 crop would only upsample them
     )
     base.update(kw)
     return TrainOptions(**base)  # type: ignore[arg-type]
 
 
-def _check_run_dir(run_dir: Path, epochs: int, backbone: str) -> dict:
+def _check_run_dir(run_dir: Path, epochs: int, backbone: str, size: list[int] | None = None
+                   ) -> dict:
     names = {p.name for p in run_dir.iterdir()}
     assert {"model.keras", "leuko.json", "history.csv", "curves.png"} <= names
     assert "checkpoints" not in names  # a finished run leaves no resume state behind
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((run_dir / "leuko.json").read_text())
-    assert meta["classes"] == CLASSES and meta["img_size"] == [75, 75]
+    assert meta["classes"] == CLASSES and meta["img_size"] == (size or [75, 75])
     assert meta["backbone"] == backbone and meta["status"] == "finished"
     assert meta["epochs_planned"] == epochs and meta["epochs_done"] == epochs
     for key in ("tensorflow_version", "leuko_version", "seed", "precision", "strategy",
@@ -86,7 +88,7 @@ def _check_run_dir(run_dir: Path, epochs: int, backbone: str) -> dict:
         return meta  # loading a 230 MB model again adds nothing but time
     # evaluate/predict load it with nothing but the run directory
     bundle = load_bundle(latest)
-    x = np.full((2, 75, 75, 3), 128.0, dtype="float32")
+    x = np.full((2, *(size or [75, 75]), 3), 128.0, dtype="float32")
     probs = np.asarray(bundle.model(x, training=False))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     return meta
@@ -104,9 +106,10 @@ def test_compact_end_to_end(small: tuple[Path, Path], tmp_path: Path) -> None:
 
 def test_keras_applications_backbone_end_to_end(small: tuple[Path, Path], tmp_path: Path) -> None:
     """A nested keras.applications backbone (the same code path as the paper's default)."""
-    result = train(_opts(small, backbone="mobilenetv2"), out=tmp_path / "runs" / "mnv2")
+    result = train(_opts(small, backbone="mobilenetv2", img_size=(32, 32)),
+                   out=tmp_path / "runs" / "mnv2")
     assert result.epochs_done == 1
-    meta = _check_run_dir(tmp_path / "runs" / "mnv2", 1, "mobilenetv2")
+    meta = _check_run_dir(tmp_path / "runs" / "mnv2", 1, "mobilenetv2", size=[32, 32])
     assert "[-1, 1]" in meta["preprocessing"]
 
 
@@ -187,15 +190,15 @@ def test_warm_start_from_a_run_with_other_classes(small: tuple[Path, Path], tmp_
     for name in ("train", "val"):
         rows = pd.read_csv(small[0 if name == "train" else 1])
         rows[rows["label"] != "MONOCYTE"].to_csv(three / f"{name}.csv", index=False)
-    source = train(_opts((three / "train.csv", three / "val.csv"), crop_cell=0, epochs=1),
+    source = train(_opts((three / "train.csv", three / "val.csv"), crop_cell=48, epochs=1),
                    out=tmp_path / "runs" / "src")
     assert source.epochs_done == 1
-    result = train(_opts(small, weights=str(tmp_path / "runs" / "src"), epochs=1),
+    result = train(_opts(small, weights=str(tmp_path / "runs" / "src"), epochs=1, crop_cell=None),
                    out=tmp_path / "runs" / "warm")  # one epoch: head only, backbone frozen
     meta = json.loads((tmp_path / "runs" / "warm" / "leuko.json").read_text())
     assert result.epochs_done == 1 and meta["classes"] == CLASSES
     assert meta["weights"] == f"run:{(tmp_path / 'runs' / 'src').resolve()}"
-    assert meta["crop_cell"] == 0  # the source's crop, not the recipe's 128
+    assert meta["crop_cell"] == 48  # the source's crop, not the recipe's 128
     old = get_backbone(load_bundle(tmp_path / "runs" / "src").model).get_weights()
     new = get_backbone(load_bundle(tmp_path / "runs" / "warm").model).get_weights()
     for a, b in zip(old, new, strict=True):
@@ -210,7 +213,7 @@ def test_compact_learns_synthetic_data(tmp_path: Path) -> None:
     make_dataset(tmp_path / "data", per_class=30, size=(64, 64), seed=11, plant=False)
     split = _manifests(tmp_path / "data", tmp_path / "splits", val_per_class=8)
     result = train(
-        _opts(split, img_size=(64, 64), batch=16, epochs=10, patience=10, seed=1),
+        _opts(split, img_size=(64, 64), batch=16, epochs=8, patience=10, seed=1),
         out=tmp_path / "runs" / "learn",
     )
     assert result.best["val_accuracy"] > 0.6, result
@@ -259,7 +262,7 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(
     proc = subprocess.Popen(
         [sys.executable, "-m", "leukocli", "train", "--train", str(small[0]), "--val",
          str(small[1]), "--img", "75x75", "--batch", "2", "--epochs", "50", "--backbone",
-         "compact", "--precision", "float32", "--out", str(run_dir)],
+         "compact", "--crop-cell", "0", "--precision", "float32", "--out", str(run_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
         env={**ENV, "LEUKO_QUIET": ""},
     )

@@ -57,7 +57,7 @@ def explain(
 def run_explain(files: list[Path], model: Path, out: Path, class_name: str | None,
                 errors: list[tuple[str, str]]) -> list[dict[str, object]]:
     """Check the files, load the model, write the maps (shared with predict --explain)."""
-    from ..data.dataset import check_images
+    from ..data.images import check_images
     from ..evaluation.explain import explain_files
     from ..modeling.bundle import load_bundle
 

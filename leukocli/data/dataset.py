@@ -7,25 +7,20 @@ and unreadable files become reported problems instead of crashes further down.
 from __future__ import annotations
 
 import re
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from PIL import Image, UnidentifiedImageError
-
-from .._util.parallel import workers
 from .._util.progress import SILENT, Reporter
 from ..errors import LeukoError
+from .images import CheckMode, check_images
 
 if TYPE_CHECKING:  # pandas loads only when a manifest is read (predict stays quick)
     import pandas as pd
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-CheckMode = Literal["decode", "header", "none"]
 
 
 @dataclass(frozen=True)
@@ -109,82 +104,6 @@ def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
     if h < minimum or w < minimum:
         raise LeukoError(f"image size {h}x{w} is below the minimum of {minimum}x{minimum}")
     return h, w
-
-
-def check_image(path: Path, mode: CheckMode = "decode") -> str | None:
-    """Return why `path` cannot be used as an image, or None when it can.
-
-    'decode' decodes at reduced scale (JPEG draft mode), which catches truncated files
-    for a fraction of a full decode; 'header' only identifies the format.
-    """
-    return _check(path, mode)[0]
-
-
-def _check(path: Path, mode: CheckMode) -> tuple[str | None, bool]:
-    """(reason or None, whether Pillow called it a possible decompression bomb)."""
-    if mode == "none":
-        return None, False
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", Image.DecompressionBombWarning)
-        reason = _open_and_check(path, mode)
-    big = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
-    return reason, big
-
-
-def _open_and_check(path: Path, mode: CheckMode) -> str | None:
-    try:
-        with Image.open(path) as im:
-            if mode == "header":
-                im.verify()
-                return None
-            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
-            im.load()
-            if im.width < 1 or im.height < 1:
-                return "image has no pixels"
-    except FileNotFoundError:
-        return "broken symbolic link (its target is missing)" if path.is_symlink() else (
-            "file not found"
-        )
-    except Image.DecompressionBombError:
-        return f"too large to decode safely (over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels)"
-    except UnidentifiedImageError:
-        return "not an image (format not recognised)"
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated, corrupt
-        return f"corrupt image ({exc})"
-    except Exception as exc:  # Pillow raises a zoo of types on hostile input
-        return f"unreadable ({type(exc).__name__}: {exc})"
-    return None
-
-
-def check_images(
-    paths: Sequence[Path],
-    mode: CheckMode = "decode",
-    description: str = "checking images",
-    reporter: Reporter = SILENT,
-) -> list[str | None]:
-    """Check many images in parallel (Pillow releases the GIL while decoding).
-
-    Very large images (Pillow's decompression-bomb warning) stay usable and are named
-    in one warning line instead of Pillow's two-line Python warning per file.
-    """
-    if mode == "none" or not paths:
-        return [None] * len(paths)
-    results: list[str | None] = []
-    big: list[Path] = []
-    with reporter.task(description, len(paths)) as advance, ThreadPoolExecutor(workers()) as pool:
-        for path, (reason, bomb) in zip(
-            paths, pool.map(lambda p: _check(p, mode), paths, chunksize=32), strict=True
-        ):
-            results.append(reason)
-            if bomb and reason is None:
-                big.append(path)
-            advance()
-    if big:
-        reporter.warn(
-            f"{len(big)} very large image(s) (over {Image.MAX_IMAGE_PIXELS:,} pixels, e.g. "
-            f"{big[0].name}): usable, but slow to decode"
-        )
-    return results
 
 
 def scan(path: str | Path, check: CheckMode = "decode", reporter: Reporter = SILENT) -> Dataset:

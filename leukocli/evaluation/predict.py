@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from .._util.progress import SILENT, Reporter
-from ..data.dataset import check_images, find_images
+from ..data.dataset import find_images
+from ..data.images import check_images
 from ..errors import LeukoError
 from ..modeling.augment import check_tta
 from ..modeling.bundle import Bundle
