@@ -64,9 +64,9 @@ def keras_layers_pipeline(paths: list[str], size: tuple[int, int], batch: int) -
     (flip, rotation, translation, zoom: three resampling passes per image). Kept here as
     the measured reason for the fused transform in leukocli.modeling.augment."""
     import keras
-    from leukocli.modeling.loader import load_image
 
     from leukocli._tf import tf
+    from leukocli.modeling.loader import load_image
 
     chain = keras.Sequential([
         keras.layers.RandomFlip("horizontal_and_vertical"),

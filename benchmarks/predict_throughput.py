@@ -44,6 +44,7 @@ def _pick_images(root: Path, n: int) -> list[Path]:
 
 def _build_run(run: Path, img_size: tuple[int, int]) -> None:
     import keras
+
     from leukocli.modeling.bundle import save_bundle
 
     inp = keras.Input((*img_size, 3))

@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
 from leukocli.data.dataset import parse_size, scan  # noqa: E402
 from leukocli.modeling.loader import build_dataset  # noqa: E402
 from leukocli.modeling.model import build_model  # noqa: E402
