@@ -189,3 +189,22 @@ def test_report_is_one_self_contained_html_file(cv_run: tuple[Path, Path], tmp_p
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_map_renames_classes_in_the_fold_manifests(tmp_path: Path) -> None:
+    """--map applies before the folds are drawn: folds.csv, the fold manifests and so the
+    fold models and oof.csv all speak the mapped names."""
+    from leukocli.data.synth import make_dataset
+    from leukocli.training.cv import CVPlan, prepare
+    from leukocli.training.options import TrainOptions
+
+    make_dataset(tmp_path / "data", per_class=6, size=(40, 40), seed=2, plant=False)
+    mapping = ("EOSINOPHIL=GRANULOCYTE", "NEUTROPHIL=GRANULOCYTE")
+    plan = CVPlan(str(tmp_path / "data"), 2, "auto", None, 1, TrainOptions(mapping=mapping))
+    table = prepare(tmp_path / "run", plan)
+    assert sorted(table.label.unique()) == ["GRANULOCYTE", "LYMPHOCYTE", "MONOCYTE"]
+    val = pd.read_csv(tmp_path / "run" / "fold-0" / "val.csv")
+    assert "GRANULOCYTE" in set(val.label) and "EOSINOPHIL" not in set(val.label)
+    with pytest.raises(LeukoError, match="trained with mapping"):
+        prepare(tmp_path / "run", CVPlan(str(tmp_path / "data"), 2, "auto", None, 1,
+                                         TrainOptions()))

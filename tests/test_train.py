@@ -208,6 +208,26 @@ def test_warm_start_from_a_run_with_other_classes(small: tuple[Path, Path], tmp_
               out=tmp_path / "runs" / "never")
 
 
+def test_map_merges_two_datasets_class_names(small: tuple[Path, Path], tmp_path: Path) -> None:
+    """--map: a second dataset's lower-case names join the first's classes, in train and val."""
+    rows = pd.read_csv(small[0])
+    lower = rows.iloc[::2].assign(label=rows["label"].iloc[::2].str.lower())
+    mixed = tmp_path / "mixed.csv"
+    pd.concat([rows.iloc[1::2], lower]).to_csv(mixed, index=False)
+    base = ("train", "--train", str(mixed), "--val", str(small[1]), "--img", "75x75",
+            "--batch", "4", "--epochs", "1", "--backbone", "compact", "--weights", "none",
+            "--crop-cell", "0", "--precision", "float32")
+    invoke(*base, "--out", "runs/unmapped", cwd=tmp_path).one_line_error(
+        2, "different classes")
+    maps = [a for c in CLASSES for a in ("--map", f"{c.lower()}={c}")]
+    run = invoke(*base, *maps, "--out", "runs/mapped", cwd=tmp_path)
+    assert run.code == 0, run.output
+    meta = json.loads((tmp_path / "runs" / "mapped" / "leuko.json").read_text())
+    assert meta["classes"] == CLASSES
+    assert meta["options"]["mapping"] == [f"{c.lower()}={c}" for c in CLASSES]
+    invoke(*base, "--map", "eosinophil", cwd=tmp_path).one_line_error(2, "OLD=NEW")
+
+
 def test_compact_learns_synthetic_data(tmp_path: Path) -> None:
     """Well above chance (0.25 for 4 classes) on held-out smears."""
     make_dataset(tmp_path / "data", per_class=30, size=(64, 64), seed=11, plant=False)
@@ -234,6 +254,7 @@ def test_library_errors_before_building(small: tuple[Path, Path], tmp_path: Path
         ({"precision": "half"}, r"unknown --precision 'half'"),
         ({"strategy": "tpu"}, r"unknown --strategy 'tpu'"),
         ({"class_weights": "balanced"}, r"unknown --class-weights"),
+        ({"mapping": ("eosinophil",)}, r"--map expects OLD=NEW"),
     ]
     for overrides, pattern in cases:
         with pytest.raises(LeukoError, match=pattern):

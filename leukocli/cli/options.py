@@ -164,6 +164,14 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         D.keep,
     ),
+    "map_": (
+        Annotated[
+            list[str] | None,
+            typer.Option("--map", help="Rename a class of the training data: OLD=NEW "
+                                       "(repeatable), e.g. to merge two datasets' names."),
+        ],
+        None,
+    ),
 }
 
 
@@ -173,6 +181,7 @@ def train_options_from(values: dict[str, Any]) -> TrainOptions:
 
     kw = dict(values)
     kw["img_size"] = parse_size(kw.pop("img"))
+    kw["mapping"] = tuple(kw.pop("map_") or ())
     for key in ("train_csv", "val_csv"):
         if key in kw:
             kw[key] = str(Path(kw[key]).expanduser().absolute())

@@ -87,6 +87,30 @@ class Dataset:
         return out
 
 
+def parse_map(items: Sequence[str]) -> dict[str, str]:
+    """--map OLD=NEW items (repeatable) into {OLD: NEW}; the one syntax check of --map."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        old, new = old.strip(), new.strip()
+        if not sep or not old or not new:
+            raise LeukoError(f"--map expects OLD=NEW (got {item!r})")
+        if old in mapping and mapping[old] != new:
+            raise LeukoError(f"--map gives {old!r} two targets: {mapping[old]} and {new}")
+        mapping[old] = new
+    return mapping
+
+
+def relabel(ds: Dataset, mapping: dict[str, str]) -> Dataset:
+    """The dataset with classes renamed (several old names may merge into one new one)."""
+    if not mapping:
+        return ds
+    records = [Record(r.path, mapping.get(r.label, r.label), r.rel, r.group, r.extra)
+               for r in ds.records]
+    classes = sorted({r.label for r in records})
+    return Dataset(ds.root, ds.source, ds.kind, records, ds.problems, classes)
+
+
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir
 from .._util.progress import SILENT, Reporter
-from ..data.dataset import Dataset, Record, scan
+from ..data.dataset import Dataset, Record, parse_map, scan
 from ..errors import LeukoError
 from ..modeling.bundle import Bundle, load_bundle, read_meta
 from .metrics import classification_metrics
@@ -40,20 +40,13 @@ def default_data() -> Path:
 
 def parse_mapping(items: Sequence[str], classes: Sequence[str]) -> dict[str, str]:
     """--map OLD=NEW items into a dict; NEW must be one of the model's classes."""
-    mapping: dict[str, str] = {}
-    for item in items:
-        old, sep, new = item.partition("=")
-        old, new = old.strip(), new.strip()
-        if not sep or not old or not new:
-            raise LeukoError(f"--map expects OLD=NEW (got {item!r})")
+    mapping = parse_map(items)
+    for old, new in mapping.items():
         if new not in classes:
             raise LeukoError(
-                f"--map {item}: {new!r} is not a class of the model "
+                f"--map {old}={new}: {new!r} is not a class of the model "
                 f"(model classes: {', '.join(classes)})"
             )
-        if old in mapping and mapping[old] != new:
-            raise LeukoError(f"--map gives {old!r} two targets: {mapping[old]} and {new}")
-        mapping[old] = new
     return mapping
 
 

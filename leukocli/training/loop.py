@@ -19,7 +19,7 @@ from .. import __version__
 from .._tf import keras, tf
 from .._util.files import ensure_writable_dir, output_lock
 from .._util.progress import SILENT, Reporter
-from ..data.dataset import Dataset
+from ..data.dataset import Dataset, parse_map, relabel
 from ..errors import LeukoError
 from ..evaluation.plots import plot_curves
 from ..modeling.backbones import get_backbone_spec
@@ -69,8 +69,9 @@ class _Inputs:
 # --------------------------------------------------------------------------- inputs
 def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> _Inputs:
     """Scan both splits and check they hold the same classes."""
-    train = load_split(Path(opts.train_csv), "train", reporter)
-    val = load_split(Path(opts.val_csv), "val", reporter)
+    mapping = parse_map(opts.mapping)
+    train = relabel(load_split(Path(opts.train_csv), "train", reporter), mapping)
+    val = relabel(load_split(Path(opts.val_csv), "val", reporter), mapping)
     tr, va = set(train.classes), set(val.classes)
     if tr != va:
         parts = [f"only in {name}: {', '.join(sorted(s))}"

@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from ..data.dataset import parse_map
 from ..errors import LeukoError
 from ..modeling.backbones import (
     check_input_size,
@@ -53,10 +54,12 @@ class TrainOptions:
     crop_scale: float | None = None
     label_smoothing: float | None = None
     keep: str | None = None
+    mapping: tuple[str, ...] = ()  # OLD=NEW renames of the training data's classes
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["img_size"] = list(self.img_size)
+        d["mapping"] = list(self.mapping)
         return d
 
     @classmethod
@@ -64,6 +67,8 @@ class TrainOptions:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if "img_size" in known:
             known["img_size"] = (int(known["img_size"][0]), int(known["img_size"][1]))
+        if "mapping" in known:
+            known["mapping"] = tuple(known["mapping"])
         return cls(**known)
 
 
@@ -180,6 +185,7 @@ def resolve(opts: TrainOptions) -> TrainPlan:
     if recipe.crop_cell:
         check_input_size(spec, (recipe.crop_cell, recipe.crop_cell))
     choose(opts.class_weights, CLASS_WEIGHTS, "--class-weights")
+    parse_map(opts.mapping)
     choose(opts.precision, PRECISIONS, "--precision")
     choose(opts.strategy, STRATEGIES, "--strategy")
     weights = resolve_weights(spec, opts.weights)
