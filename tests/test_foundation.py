@@ -73,6 +73,21 @@ def test_console_script_help_lists_the_commands_and_version() -> None:
     assert version.stdout.strip() == f"leuko {leukocli.__version__}"
 
 
+def test_command_help_is_reflowed_and_keeps_literal_brackets() -> None:
+    """Docstrings become help paragraphs: no source line breaks mid-sentence, and text like
+    `leukocli[onnx]` is shown, not swallowed as a Rich style tag."""
+    import typer.main
+
+    from leukocli.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    for name, cmd in commands.items():
+        for paragraph in (cmd.help or "").split("\n\n"):
+            assert "\n" not in paragraph, (name, paragraph)
+    export = invoke("export", "--help", env={"COLUMNS": "200"})
+    assert "leukocli[onnx]" in export.stdout and "leukocli[litert]" in export.stdout
+
+
 # --------------------------------------------------------------------------- folder scanning
 def test_scan_class_folders_mixed_case_extensions_and_hidden_files(tmp_path: Path) -> None:
     root = tmp_path / "data"

@@ -9,11 +9,13 @@ sees the same exit codes a shell does, so CLI tests run in-process.
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, Interrupted, LeukoError
@@ -57,10 +59,19 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                            "whole or not at all)")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
 
+        kwargs.setdefault("help", _help_text(fn))
         app.command(name, **kwargs)(run)
         return fn
 
     return register
+
+
+def _help_text(fn: Callable[..., Any]) -> str:
+    """The docstring with its paragraphs reflowed and markup escaped: Rich keeps the source's
+    line breaks and reads `[onnx]` as a style tag."""
+    doc = inspect.cleandoc(fn.__doc__ or "")
+    paragraphs = (" ".join(p.split()) for p in doc.split("\n\n"))
+    return "\n\n".join(escape(p) for p in paragraphs if p)
 
 
 def _version(value: bool) -> None:
