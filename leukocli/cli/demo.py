@@ -50,7 +50,8 @@ def demo(
     ),
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
 ) -> None:
-    """Run the whole chain on synthetic data: synth, dedupe, split, train, evaluate, predict."""
+    """Run the whole chain on synthetic data: synth, dedupe, split, train, evaluate, predict,
+    report."""
     folder = folder.expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     with _inside(folder):
@@ -60,7 +61,8 @@ def demo(
                   + f"  (total {sum(s for _, s in timings):.0f}s)")
     console.print(
         f"Try the short commands yourself: [bold]cd {folder}[/bold], then "
-        "[bold]leuko evaluate[/bold] or [bold]leuko predict dataset/MONOCYTE[/bold]."
+        "[bold]leuko evaluate[/bold] or [bold]leuko predict dataset/MONOCYTE[/bold]; open "
+        "[bold]runs/latest/report.html[/bold] in a browser."
     )
 
 
@@ -87,6 +89,8 @@ def _steps(epochs: int) -> list[tuple[str, str, str, Callable[[], None]]]:
         ("evaluate", "5. evaluate on the validation split", "leuko evaluate", _evaluate),
         ("predict", "6. classify one image", "leuko predict <one validation image> --top-k 2",
          _predict),
+        ("report", "7. one HTML page about the run, worst mistakes with Grad-CAM",
+         "leuko report", _report),
     ]
 
 
@@ -108,6 +112,12 @@ def _evaluate() -> None:
     from .evaluate import evaluate
 
     evaluate(None, model=Path("runs/latest"))
+
+
+def _report() -> None:
+    from .report import report
+
+    report(Path("runs/latest"))
 
 
 def _predict() -> None:
