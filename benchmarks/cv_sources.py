@@ -1,0 +1,95 @@
+"""Score `leuko cv` runs against a dataset's recovered source photos: leak, per image, per source.
+
+`leuko cv` groups images by the siblings it rediscovers from pixels; this checks those
+folds against independent ground truth (the blood-cells `sources.csv`): the leak is the
+share of images whose source photo also has images in another fold (0.0 means no photo
+was ever on both sides). Per source photo averages the out-of-fold softmax over a
+photo's augmented siblings. Several runs side by side compare recipes on the same data;
+the baseline for each is the first run given.
+
+    python benchmarks/cv_sources.py runs/cv-scratch runs/cv-pbc \
+        --sources ../shared/data/blood-cells/sources.csv \
+        --exclude-sources BloodImage_00278 BloodImage_00283 BloodImage_00089
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
+
+def _truth(path: Path) -> pd.DataFrame:
+    truth = pd.read_csv(path)
+    if "label" in truth.columns:  # the real dataset's: label,file,source
+        truth["key"] = truth["label"] + "/" + truth["file"]
+    else:  # leuko synth's: file is CLASS/name
+        parts = truth["file"].astype(str).str.split("/")
+        truth["key"] = parts.str[-2] + "/" + parts.str[-1]
+    return truth[["key", "source"]]
+
+
+def _acc(frame: pd.DataFrame, probs: list[str], classes: np.ndarray) -> dict[str, Any]:
+    by_source = frame.groupby("source")
+    mean = by_source[probs].mean()
+    src_ok = classes[mean.to_numpy().argmax(1)] == by_source["label"].first().to_numpy()
+    return {"per_image": round(float((frame["predicted"] == frame["label"]).mean()), 4),
+            "per_source": round(float(src_ok.mean()), 4),
+            "images": int(len(frame)), "sources": int(len(mean))}
+
+
+def score(run: Path, truth: pd.DataFrame, exclude: list[str]) -> dict[str, Any]:
+    oof = pd.read_csv(run / "oof.csv", dtype={"group": str})
+    parts = oof["path"].astype(str).str.replace("\\", "/", regex=False).str.split("/")
+    oof["key"] = parts.str[-2] + "/" + parts.str[-1]
+    oof = oof.merge(truth, on="key", how="left")
+    probs = [c for c in oof.columns if c.startswith("prob_")]
+    classes = np.array([c[len("prob_"):] for c in probs])
+    folds_per_source = oof.dropna(subset=["source"]).groupby("source")["fold"].nunique()
+    split_sources = set(folds_per_source[folds_per_source > 1].index)
+    known = oof.dropna(subset=["source"])
+    meta = json.loads((run / "cv.json").read_text())
+    folds = meta.get("metrics", {}).get("folds", {})
+    return {
+        "run": str(run),
+        "options": {k: meta.get("options", {}).get(k)
+                    for k in ("backbone", "weights", "img_size", "batch", "epochs", "seed")},
+        "unmatched_images": int(oof["source"].isna().sum()),
+        "leak": round(float(known["source"].isin(split_sources).mean()), 4),
+        "all": _acc(known, probs, classes),
+        "without": {"excluded": exclude,
+                    **_acc(known[~known["source"].isin(exclude)], probs, classes)},
+        "per_fold": {str(k): _acc(part, probs, classes)
+                     for k, part in known.groupby("fold", sort=True)},
+        "fold_spread_per_image": {k: round(float(folds[k]), 4)
+                                  for k in ("mean", "std", "min", "max") if k in folds},
+        "train_minutes_per_fold": [round(s / 60, 1) for s in folds.get("train_seconds", [])],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="collected leuko cv run folders")
+    ap.add_argument("--sources", required=True, type=Path,
+                    help="ground truth: label,file,source or CLASS/file,source")
+    ap.add_argument("--exclude-sources", nargs="*", default=[],
+                    help="also score without these source photos (e.g. contradicted labels)")
+    args = ap.parse_args()
+    truth = _truth(args.sources)
+    rows = [score(run, truth, args.exclude_sources) for run in args.runs]
+    base = rows[0]["all"]["per_image"]
+    for row in rows:
+        row["per_image_vs_first"] = round(row["all"]["per_image"] / base, 4)
+    print(json.dumps({"machine": machine(), "runs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
