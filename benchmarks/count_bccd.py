@@ -2,7 +2,13 @@
 IoU 0.5 (all photos, and the even/odd halves the locator's constants were chosen/measured
 on), class accuracy of one-cell photos, and photos per second against the locator alone.
 
+BCCD's photos are the blood-cells dataset's source photos, so a blood-cells model has
+trained on most of them; `--unseen VAL.csv --sources sources.csv` also scores only the
+photos whose source is in that manifest (e.g. a cv fold's held-out `val.csv`).
+
     python benchmarks/count_bccd.py --data ../shared/data/bccd --model runs/latest
+    python benchmarks/count_bccd.py --data ../shared/data/bccd --model RUN/fold-0 \
+        --unseen RUN/fold-0/val.csv --sources ../shared/data/blood-cells/sources.csv
 """
 
 from __future__ import annotations
@@ -11,8 +17,27 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import machine
+
+
+def _unseen(manifest: Path | None, sources: Path | None, cells: list[Any],
+            photos: list[Path], classes: list[str]) -> dict[str, Any]:
+    """Scores on the photos whose source photo the model never trained on."""
+    if manifest is None or sources is None:
+        return {}
+    import pandas as pd
+
+    from leukocli.evaluation.count import evaluate_counts
+
+    truth = pd.read_csv(sources)
+    truth["key"] = truth["label"] + "/" + truth["file"]
+    parts = pd.read_csv(manifest)["path"].astype(str).str.replace("\\", "/").str.split("/")
+    keys = set(parts.str[-2] + "/" + parts.str[-1])
+    names = set(truth.loc[truth["key"].isin(keys), "source"])
+    unseen = [p for p in photos if p.stem in names]
+    return {"unseen (sources in the manifest)": evaluate_counts(cells, unseen, classes)}
 
 
 def main() -> None:
@@ -23,6 +48,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, required=True, help="BCCD: JPEGImages/, Annotations/")
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--unseen", type=Path, help="manifest of images the model did not train on")
+    ap.add_argument("--sources", type=Path, help="blood-cells sources.csv: label,file,source")
     args = ap.parse_args()
     photos = sorted((args.data / "JPEGImages").glob("*.jpg"))
     params = LocatorParams()
@@ -42,6 +69,7 @@ def main() -> None:
            "all": evaluate_counts(cells, photos, classes),
            "even (constants chosen here)": evaluate_counts(cells, photos[0::2], classes),
            "odd (held out)": evaluate_counts(cells, photos[1::2], classes),
+           **_unseen(args.unseen, args.sources, cells, photos, classes),
            "locate_photos_per_s": round(locate_rate, 1),
            "count_photos_per_s": round(count_rate, 1),
            "count_vs_locate_ratio": round(count_rate / locate_rate, 2),
