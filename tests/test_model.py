@@ -89,6 +89,7 @@ def test_imagenet_offline_names_missing_file(monkeypatch: pytest.MonkeyPatch) ->
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in msg
     assert "https://storage.googleapis.com/" in msg
     assert "~/.keras/models/" in msg and "--weights PATH" in msg
+    assert "--backbone compact --weights pbc" in msg  # the shipped alternative, offline
     assert "\n" not in msg
 
 

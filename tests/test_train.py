@@ -208,6 +208,34 @@ def test_warm_start_from_a_run_with_other_classes(small: tuple[Path, Path], tmp_
               out=tmp_path / "runs" / "never")
 
 
+def test_shipped_pbc_backbone_trains_offline(small: tuple[Path, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """--weights pbc: leuko's own backbone, from inside the package, with no download, its
+    provenance card complete (the data's CC BY 4.0 licence asks for the credit)."""
+    from keras.src.utils import file_utils
+
+    from leukocli.modeling.backbones import WEIGHTS_DIR, shipped_weights
+
+    def offline(*_: object, **__: object) -> str:
+        raise AssertionError("--weights pbc tried to download")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    card = shipped_weights()["pbc"]
+    assert card["backbone"] == "compact" and card["licence"].startswith("CC BY 4.0")
+    assert "Acevedo" in card["credit"] and "105474" in card["credit"]
+    assert card["held_out"]["accuracy_tta8"] >= 0.97 and len(card["classes"]) == 8
+    assert (WEIGHTS_DIR / card["file"]).stat().st_size == card["size_bytes"]
+    train(_opts(small, weights="pbc", crop_cell=None, epochs=1), out=tmp_path / "runs" / "p")
+    meta = json.loads((tmp_path / "runs" / "p" / "leuko.json").read_text())
+    assert meta["crop_cell"] == card["crop_cell"] and meta["crop_scale"] == card["crop_scale"]
+    got = get_backbone(load_bundle(tmp_path / "runs" / "p").model).get_weights()
+    want = build_model("compact", (75, 75), 4, weights=str(WEIGHTS_DIR / card["file"]))
+    for a, b in zip(got, get_backbone(want).get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # one epoch trains the head only
+    with pytest.raises(LeukoError, match="--weights pbc is a compact backbone"):
+        train(_opts(small, backbone="mobilenetv2", weights="pbc"), out=tmp_path / "runs" / "n")
+
+
 def test_map_merges_two_datasets_class_names(small: tuple[Path, Path], tmp_path: Path) -> None:
     """--map: a second dataset's lower-case names join the first's classes, in train and val."""
     rows = pd.read_csv(small[0])
