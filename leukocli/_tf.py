@@ -3,7 +3,8 @@
 TensorFlow 2.21 prints oneDNN, CUDA-probe and cuInit lines to file descriptor 2 before
 its logging honours TF_CPP_MIN_LOG_LEVEL, and they would sit between leuko's progress
 bars. Modules that need TensorFlow import this first; the chatter is kept, and shown
-only if the import itself fails. Set LEUKO_TF_VERBOSE=1 to see it anyway.
+only if the import itself fails; TensorFlow's Python warnings are lowered to errors.
+Set LEUKO_TF_VERBOSE=1 to see both anyway.
 """
 
 from __future__ import annotations
@@ -41,5 +42,10 @@ _quiet_import()
 
 import keras  # noqa: E402  (after the quiet import, on purpose)
 import tensorflow as tf  # noqa: E402
+
+if not os.environ.get("LEUKO_TF_VERBOSE"):
+    # Python-side notes such as "N calls triggered tf.function retracing" (Grad-CAM runs
+    # one small graph per image) are for TensorFlow developers, not for a leuko user.
+    tf.get_logger().setLevel("ERROR")
 
 __all__ = ["keras", "tf"]

@@ -117,11 +117,16 @@ def _export(model: keras.Model, fmt: str, quantize: str, target: Path,
 
 
 def _export_litert_quantized(model: keras.Model, staged: Path, quantize: str) -> None:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic range: int8 weights
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    staged.write_bytes(converter.convert())
+    import contextlib
+    import io
+
+    # from_keras_model saves a temporary SavedModel and prints its endpoint listing
+    with contextlib.redirect_stdout(io.StringIO()):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic range: int8 weights
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        staged.write_bytes(converter.convert())
 
 
 def _onnx_finish(staged: Path, quantize: str, card: dict[str, Any]) -> None:
