@@ -4,6 +4,7 @@ fold jobs that add up to the full run, and the fold models as an ensemble."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,31 @@ def test_audit_finds_the_planted_label_errors(cv_run: tuple[Path, Path], tmp_pat
     issues = json.loads((tmp_path / "issues.json").read_text())
     assert all(g["conflict"] for g in issues["groups"])
     assert manifest.read_bytes() == before  # audit never changes the data
+
+
+def test_audit_skips_what_the_cv_run_excluded(cv_run: tuple[Path, Path], tmp_path: Path
+                                              ) -> None:
+    """`leuko cv DATA --exclude dedupe.json` then `leuko audit DATA --model RUN`: the
+    excluded images have no out-of-fold prediction and are left out, not an error."""
+    manifest, run = cv_run
+    copy = tmp_path / "cv"
+    shutil.copytree(run, copy)
+    oof = pd.read_csv(copy / "oof.csv")
+    gone = oof.iloc[0]
+    oof.iloc[1:].to_csv(copy / "oof.csv", index=False)
+    rel = Path(gone.path).resolve().relative_to(manifest.parent.resolve()).as_posix()
+    report = tmp_path / "dedupe.json"
+    report.write_text(json.dumps({"groups": [{"files": [rel], "conflict": True}]}))
+    plan = json.loads((copy / "cv.json").read_text())
+    (copy / "cv.json").write_text(json.dumps({**plan, "exclude": str(report)}))
+    done = invoke("audit", str(manifest), "--model", str(copy), "--out", str(tmp_path / "a"),
+                  env={"LEUKO_QUIET": ""})
+    assert done.code == 0, done.stderr
+    assert "1 image(s) the cv run left out" in done.stderr
+    assert len(pd.read_csv(tmp_path / "a" / "audit.csv")) == len(oof) - 1
+    (copy / "cv.json").write_text(json.dumps(plan))  # without the exclude: a wrong dataset
+    invoke("audit", str(manifest), "--model", str(copy)).one_line_error(
+        2, "1 image(s) of")
 
 
 def test_report_is_one_self_contained_html_file(cv_run: tuple[Path, Path], tmp_path: Path

@@ -84,6 +84,11 @@ def _oof(data: Path, model: Path | None, opts: TrainOptions, folds: int, group_b
     wanted = set(rel)
     oof["path"] = [str(Path(p).resolve()) for p in oof["path"]]
     missing = wanted - set(oof["path"])
+    left_out = _left_out_by_cv(run, {p: rel[p] for p in missing})
+    if left_out:
+        info(f"{len(left_out)} image(s) the cv run left out (its --exclude) are not audited")
+        missing -= left_out
+        wanted -= left_out
     if missing:
         raise LeukoError(f"{len(missing)} image(s) of {data} have no out-of-fold prediction in "
                          f"{run} (e.g. {sorted(missing)[0]}): was the cv run made on {data}?")
@@ -91,6 +96,18 @@ def _oof(data: Path, model: Path | None, opts: TrainOptions, folds: int, group_b
     oof = oof[oof["path"].isin(wanted)].reset_index(drop=True)
     oof["rel"] = [rel[p] for p in oof["path"]]  # what split --exclude matches on
     return oof, classes
+
+
+def _left_out_by_cv(run: Path, missing: dict[str, str]) -> set[str]:
+    """The missing images (path -> path relative to DATA) that the cv plan's --exclude names."""
+    from ..curation.groups import load_exclusions
+    from ..training.cv import load_plan
+
+    exclude = load_plan(run).exclude
+    if not missing or not exclude or not Path(exclude).is_file():
+        return set()
+    drop, _ = load_exclusions(Path(exclude))
+    return {p for p, r in missing.items() if r in drop}
 
 
 def _run_cv(data: Path, opts: TrainOptions, folds: int, group_by: str) -> Path:
