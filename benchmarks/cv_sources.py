@@ -5,7 +5,8 @@ folds against independent ground truth (the blood-cells `sources.csv`): the leak
 share of images whose source photo also has images in another fold (0.0 means no photo
 was ever on both sides). Per source photo averages the out-of-fold softmax over a
 photo's augmented siblings. Several runs side by side compare recipes on the same data;
-the baseline for each is the first run given.
+the baseline for each is the first run given. `--folds 0 1` compares runs on the same
+folds (a run trained with `leuko cv --fold K` need not be collected).
 
     python benchmarks/cv_sources.py runs/cv-scratch runs/cv-pbc \
         --sources ../shared/data/blood-cells/sources.csv \
@@ -46,8 +47,21 @@ def _acc(frame: pd.DataFrame, probs: list[str], classes: np.ndarray) -> dict[str
             "images": int(len(frame)), "sources": int(len(mean))}
 
 
-def score(run: Path, truth: pd.DataFrame, exclude: list[str]) -> dict[str, Any]:
-    oof = pd.read_csv(run / "oof.csv", dtype={"group": str})
+def _oof(run: Path, only: list[int] | None) -> pd.DataFrame:
+    """The run's out-of-fold predictions; of its finished folds when not yet collected."""
+    if (run / "oof.csv").exists():
+        oof = pd.read_csv(run / "oof.csv", dtype={"group": str})
+    else:
+        parts = sorted(run.glob("fold-*/oof.csv"))
+        if not parts:
+            sys.exit(f"{run}: no oof.csv and no finished fold")
+        oof = pd.concat([pd.read_csv(f, dtype={"group": str}) for f in parts], ignore_index=True)
+    return oof if only is None else oof[oof["fold"].isin(only)].reset_index(drop=True)
+
+
+def score(run: Path, truth: pd.DataFrame, exclude: list[str], only: list[int] | None = None
+          ) -> dict[str, Any]:
+    oof = _oof(run, only)
     parts = oof["path"].astype(str).str.replace("\\", "/", regex=False).str.split("/")
     oof["key"] = parts.str[-2] + "/" + parts.str[-1]
     oof = oof.merge(truth, on="key", how="left")
@@ -58,6 +72,8 @@ def score(run: Path, truth: pd.DataFrame, exclude: list[str]) -> dict[str, Any]:
     known = oof.dropna(subset=["source"])
     meta = json.loads((run / "cv.json").read_text())
     folds = meta.get("metrics", {}).get("folds", {})
+    seconds = [json.loads((run / f"fold-{k}" / "leuko.json").read_text()).get("wall_time_s", 0)
+               for k in sorted(oof["fold"].unique())]
     return {
         "run": str(run),
         "options": {k: meta.get("options", {}).get(k)
@@ -71,7 +87,8 @@ def score(run: Path, truth: pd.DataFrame, exclude: list[str]) -> dict[str, Any]:
                      for k, part in known.groupby("fold", sort=True)},
         "fold_spread_per_image": {k: round(float(folds[k]), 4)
                                   for k in ("mean", "std", "min", "max") if k in folds},
-        "train_minutes_per_fold": [round(s / 60, 1) for s in folds.get("train_seconds", [])],
+        "folds_scored": sorted(int(k) for k in oof["fold"].unique()),
+        "train_minutes_per_fold": [round(float(s) / 60, 1) for s in seconds],
     }
 
 
@@ -82,9 +99,10 @@ def main() -> None:
                     help="ground truth: label,file,source or CLASS/file,source")
     ap.add_argument("--exclude-sources", nargs="*", default=[],
                     help="also score without these source photos (e.g. contradicted labels)")
+    ap.add_argument("--folds", type=int, nargs="*", help="score only these folds (all: default)")
     args = ap.parse_args()
     truth = _truth(args.sources)
-    rows = [score(run, truth, args.exclude_sources) for run in args.runs]
+    rows = [score(run, truth, args.exclude_sources, args.folds) for run in args.runs]
     base = rows[0]["all"]["per_image"]
     for row in rows:
         row["per_image_vs_first"] = round(row["all"]["per_image"] / base, 4)
