@@ -140,6 +140,19 @@ def test_the_ensemble_is_the_mean_of_the_fold_models(cv_run: tuple[Path, Path]) 
                                                        "NEUTROPHIL"}
 
 
+def test_evaluating_the_ensemble_keeps_the_out_of_fold_figures(cv_run: tuple[Path, Path],
+                                                                tmp_path: Path) -> None:
+    manifest, run = cv_run
+    copy = tmp_path / "cv"
+    shutil.copytree(run, copy)
+    before = (copy / "confusion.png").read_bytes()
+    done = invoke("evaluate", str(manifest), "--model", str(copy))
+    assert done.code == 0, done.stderr
+    assert (copy / "confusion.png").read_bytes() == before
+    assert json.loads((copy / "evaluate" / "metrics.json").read_text())["n"] == len(
+        pd.read_csv(copy / "oof.csv"))
+
+
 def test_audit_finds_the_planted_label_errors(cv_run: tuple[Path, Path], tmp_path: Path) -> None:
     manifest, run = cv_run
     flipped = json.loads((run.parent / "flipped.json").read_text())

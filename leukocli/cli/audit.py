@@ -40,7 +40,7 @@ def audit(
 
     Never changes the data. Exit codes: 0 done (suspects or not), 2 bad input.
     """
-    from .._util.files import atomic_write_json, ensure_writable_dir
+    from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir
     from ..evaluation.audit import audit as run_audit
     from ..evaluation.audit import contact_sheet, exclude_report
 
@@ -49,8 +49,8 @@ def audit(
     ensure_writable_dir(out)
     oof, classes = _oof(data, model, opts, folds, group_by)
     result = run_audit(oof, classes)
-    result.images.to_csv(_mk(out) / "audit.csv", index=False)
-    result.groups.to_csv(out / "audit_groups.csv", index=False)
+    atomic_write_text(_mk(out) / "audit.csv", result.images.to_csv(index=False))
+    atomic_write_text(out / "audit_groups.csv", result.groups.to_csv(index=False))
     contact_sheet(result, out / "contact.png", top)
     console.print(groups_table(result.groups.head(top), result.thresholds))
     if exclude is not None:

@@ -52,7 +52,7 @@ def cv(
     their spread, and the K fold models as one ensemble (evaluate/predict --model RUN).
 
     Takes the same training options as `leuko train`. Exit codes: 0 done, 2 bad input,
-    130 interrupted (run the same command again to go on).
+    130 interrupted (run the same command with --out RUN to go on).
     """
     from ..curation.folds import check_folds
     from ..modeling.augment import check_tta

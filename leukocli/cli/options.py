@@ -66,8 +66,10 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[
             str,
             typer.Option(
-                help="auto, imagenet (Keras download/cache), none, or PATH to a "
-                "backbone weights file (.h5)."
+                help="auto (imagenet where the backbone has it, else none), imagenet "
+                "(Keras download/cache), pbc (leuko's own compact backbone, shipped), none, "
+                "RUN (an earlier leuko run's backbone), or PATH to a backbone weights "
+                "file (.h5)."
             ),
         ],
         D.weights,

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._util.files import atomic_write
+
 
 @dataclass
 class AuditResult:
@@ -117,6 +119,6 @@ def contact_sheet(result: AuditResult, path: Path, top: int = 12) -> None:
                          f"p(label) {r['self_confidence']:.2f}", fontsize=7)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     finally:
         plt.close(fig)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .._util.files import atomic_write
 from .._util.progress import SILENT, Reporter
 from ..modeling.bundle import Bundle
 from .locate import Located, LocatorParams, locate_cells, match
@@ -141,7 +142,7 @@ def annotate(path: Path, cells: Sequence[CountedCell], classes: Sequence[str], o
         draw.rectangle((tx - 1, ty - 1, tx + 7 * len(text), ty + 11), fill=(255, 255, 255))
         draw.text((tx, ty), text, fill=colour)
     out.parent.mkdir(parents=True, exist_ok=True)
-    img.save(out)
+    atomic_write(out, lambda tmp: img.save(tmp, format="PNG"))
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -189,11 +189,15 @@ def write_predictions(
 
 
 def output_dir(model: Path, bundle_run_dir: Path | None, out: Path | None) -> Path:
-    """Where evaluate writes: --out, else the run directory, else beside the model file."""
+    """Where evaluate writes: --out, else the run directory (its evaluate/ folder for a cv
+    ensemble, whose confusion.png is the out-of-fold one), else beside the model file."""
+    from ..modeling.bundle import ensemble_members
+
     if out is not None:
         return Path(out)
     if bundle_run_dir is not None:
-        return bundle_run_dir
+        is_ensemble = ensemble_members(bundle_run_dir) is not None
+        return bundle_run_dir / "evaluate" if is_ensemble else bundle_run_dir
     return model.parent if model.is_file() else model
 
 

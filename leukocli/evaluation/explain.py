@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util.files import atomic_write
 from ..errors import LeukoError
 from ..modeling.bundle import Bundle
 
@@ -163,7 +164,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, path: Path, title: str) -> None
         fig.suptitle(title, fontsize=8)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
 

@@ -165,8 +165,8 @@ def train_folds(run: Path, plan: CVPlan, which: list[int], reporter: Reporter = 
                 done = [i for i in range(plan.folds) if (fold_dir(run, i) / OOF_FILE).exists()]
                 raise Interrupted(
                     f"fold {k} stopped (its finished epochs are saved); folds done: "
-                    f"{', '.join(map(str, done)) or 'none'}; run the same command again to "
-                    f"go on from there"
+                    f"{', '.join(map(str, done)) or 'none'}; run the same command with "
+                    f"--out {run} to go on from there"
                 ) from None
             advance(1, note=f"fold {k} done ({n + 1}/{len(which)})")
 

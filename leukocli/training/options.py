@@ -14,6 +14,7 @@ from typing import Any
 
 from ..data.dataset import parse_map
 from ..errors import LeukoError
+from ..evaluation.predict import check_batch
 from ..modeling.backbones import (
     check_input_size,
     get_backbone_spec,
@@ -115,11 +116,6 @@ def choose(value: str, choices: tuple[str, ...], option: str) -> str:
     if key not in choices:
         raise LeukoError(f"unknown {option} {value!r}; choose one of {', '.join(choices)}")
     return key
-
-
-def check_batch(batch: int) -> None:
-    if batch < 1:
-        raise LeukoError(f"--batch must be at least 1 (got {batch})")
 
 
 def resolve_recipe(opts: TrainOptions) -> Recipe:
