@@ -128,3 +128,6 @@ def test_evaluate_runs_a_tflite_and_missing_runtimes_are_one_line(
     invoke("export", str(run), "--format", "litert", "--out", str(out)).one_line_error(
         2, "exists; leuko does not replace it")
     invoke("export", str(run), "--out", str(out)).one_line_error(2, "onnx artefacts end in .onnx")
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if the export extra were missing
+    invoke("export", str(run), "--out", str(tmp_path / "m.onnx")).one_line_error(
+        2, "needs tf2onnx and onnx", "pip install 'leukocli[export]'")

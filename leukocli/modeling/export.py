@@ -77,6 +77,7 @@ def export_run(model_arg: Path, fmt: str, quantize: str = "none",
         raise LeukoError(f"--out {target}: {fmt} artefacts end in {SUFFIX[fmt]}")
     if target.exists():
         raise LeukoError(f"{target} exists; leuko does not replace it (choose another --out)")
+    _check_exporter(fmt)
     ensure_writable_dir(target.parent)
     model = float32_model(bundle.model)
     card = {
@@ -91,6 +92,18 @@ def export_run(model_arg: Path, fmt: str, quantize: str = "none",
     _export(model, fmt, quantize, target, card)
     atomic_write_json(card_path(target), card)
     return {**card, "path": str(target)}
+
+
+def _check_exporter(fmt: str) -> None:
+    """ONNX export needs tf2onnx and onnx, an optional extra: say which, before any work."""
+    if fmt != "onnx":
+        return
+    try:
+        import onnx  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise LeukoError("--format onnx needs tf2onnx and onnx: pip install "
+                         "'leukocli[export]'") from None
 
 
 def _export(model: keras.Model, fmt: str, quantize: str, target: Path,
