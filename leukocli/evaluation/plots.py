@@ -76,6 +76,7 @@ def plot_curves(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     frame = as_frame(history)
     epochs = (frame["epoch"] + 1).tolist() if "epoch" in frame.columns else list(
@@ -90,6 +91,7 @@ def plot_curves(
             if key in frame.columns:
                 ax.plot(epochs, frame[key].tolist(), style, label=name, markersize=3)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(True, alpha=0.3)

@@ -32,6 +32,8 @@ def curves(run: Path) -> str | None:
                  [(p.parent.name, p) for p in sorted(run.glob("fold-*/history.csv"))])
     if not histories:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for name, path in histories:
@@ -45,6 +47,7 @@ def curves(run: Path) -> str | None:
                         label="validation" if len(histories) == 1 else name)
     for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
