@@ -12,7 +12,7 @@ set -euo pipefail
 # 1. Install (TensorFlow comes with it). Add '.[dev]' for pytest, ruff and mypy.
 python -m pip install -e .
 
-# 2. The whole chain on synthetic smears in ./leuko-demo (about two minutes on two
+# 2. The whole chain on synthetic smears in ./leuko-demo (about a minute on two idle
 #    CPU cores): synth -> dedupe -> split -> train -> evaluate -> predict -> report.
 leuko demo leuko-demo
 

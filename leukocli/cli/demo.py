@@ -20,7 +20,7 @@ from rich.rule import Rule
 from .app import command
 from .console import console
 
-# Small enough to finish in about two minutes on two CPU cores, big enough to learn.
+# Small enough to finish in about a minute on two idle CPU cores, big enough to learn.
 DEMO_PER_CLASS = 24
 DEMO_SIBLINGS = 4
 DEMO_IMG = (240, 320)
