@@ -103,8 +103,10 @@ def _left_out_by_cv(run: Path, missing: dict[str, str]) -> set[str]:
     from ..curation.groups import load_exclusions
     from ..training.cv import load_plan
 
+    if not missing:
+        return set()
     exclude = load_plan(run).exclude
-    if not missing or not exclude or not Path(exclude).is_file():
+    if not exclude or not Path(exclude).is_file():
         return set()
     drop, _ = load_exclusions(Path(exclude))
     return {p for p, r in missing.items() if r in drop}

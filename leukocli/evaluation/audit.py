@@ -118,7 +118,6 @@ def contact_sheet(result: AuditResult, path: Path, top: int = 12) -> None:
             ax.set_title(f"{r['group']} (n={r['n']})\nlabel {r['label']} -> {r['predicted']}\n"
                          f"p(label) {r['self_confidence']:.2f}", fontsize=7)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     finally:
         plt.close(fig)

@@ -141,7 +141,6 @@ def annotate(path: Path, cells: Sequence[CountedCell], classes: Sequence[str], o
         tx, ty = c.box[0] + width, max(0.0, c.box[1] - 12 - width)
         draw.rectangle((tx - 1, ty - 1, tx + 7 * len(text), ty + 11), fill=(255, 255, 255))
         draw.text((tx, ty), text, fill=colour)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: img.save(tmp, format="PNG"))
 
 

@@ -163,7 +163,6 @@ def overlay(image: np.ndarray, heat: np.ndarray, path: Path, title: str) -> None
             ax.set_axis_off()
         fig.suptitle(title, fontsize=8)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)

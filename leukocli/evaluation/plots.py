@@ -60,7 +60,6 @@ def plot_confusion(
 
     fig = confusion_figure(cm, labels, title)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
         plt.close(fig)
@@ -100,7 +99,6 @@ def plot_curves(
         fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return out

@@ -20,6 +20,7 @@ from .._tf import keras, tf
 from .._util.files import atomic_write_json, ensure_writable_dir
 from ..errors import LeukoError
 from .bundle import Bundle, load_bundle
+from .runtimes import require_extra
 
 FORMATS = {"savedmodel": "tf_saved_model", "onnx": "onnx", "litert": "litert"}
 SUFFIX = {"savedmodel": "", "onnx": ".onnx", "litert": ".tflite"}
@@ -77,7 +78,8 @@ def export_run(model_arg: Path, fmt: str, quantize: str = "none",
         raise LeukoError(f"--out {target}: {fmt} artefacts end in {SUFFIX[fmt]}")
     if target.exists():
         raise LeukoError(f"{target} exists; leuko does not replace it (choose another --out)")
-    _check_exporter(fmt)
+    if fmt == "onnx":  # an optional extra: say what to install before any work
+        require_extra(["tf2onnx", "onnx"], "leukocli[export]", "--format onnx")
     ensure_writable_dir(target.parent)
     model = float32_model(bundle.model)
     card = {
@@ -92,18 +94,6 @@ def export_run(model_arg: Path, fmt: str, quantize: str = "none",
     _export(model, fmt, quantize, target, card)
     atomic_write_json(card_path(target), card)
     return {**card, "path": str(target)}
-
-
-def _check_exporter(fmt: str) -> None:
-    """ONNX export needs tf2onnx and onnx, an optional extra: say which, before any work."""
-    if fmt != "onnx":
-        return
-    try:
-        import onnx  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError:
-        raise LeukoError("--format onnx needs tf2onnx and onnx: pip install "
-                         "'leukocli[export]'") from None
 
 
 def _export(model: keras.Model, fmt: str, quantize: str, target: Path,

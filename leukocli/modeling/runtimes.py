@@ -8,6 +8,7 @@ views are the same flips, turns and shifts as modeling.augment's, done in numpy.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from collections.abc import Sequence
@@ -111,18 +112,19 @@ def load_runtime(path: Path, kind: str) -> Any:
     return {"onnx": OnnxModel, "litert": LiteRTModel, "savedmodel": SavedModelModel}[kind](path)
 
 
+def require_extra(modules: Sequence[str], extra: str, purpose: str) -> list[Any]:
+    """Import an optional extra's modules, or stop with one line naming what to install."""
+    try:
+        return [importlib.import_module(m) for m in modules]
+    except ImportError:
+        names = " and ".join(dict.fromkeys(m.split(".")[0] for m in modules))
+        raise LeukoError(f"{purpose} needs {names}: pip install '{extra}'") from None
+
+
 def _import(kind: str, path: Path) -> Any:
     module, extra = EXTRAS[kind]
-    try:
-        if kind == "litert":
-            from ai_edge_litert import interpreter
-
-            return interpreter
-        import onnxruntime
-
-        return onnxruntime
-    except ImportError:
-        raise LeukoError(f"running {path.name} needs {module}: pip install '{extra}'") from None
+    names = [module, f"{module}.interpreter"] if kind == "litert" else [module]
+    return require_extra(names, extra, f"running {path.name}")[-1]
 
 
 def _first(exc: BaseException) -> str:
