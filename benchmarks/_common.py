@@ -1,4 +1,5 @@
-"""Shared bits for the benchmark scripts: machine facts and a timing helper.
+"""Shared bits for the benchmark scripts: machine facts, timing, running leuko, and the
+blood-cells source photos (ground truth for measuring, never read by leuko itself).
 
 Every benchmark prints one JSON object holding ratios against a baseline measured in
 the same run, because the machines these run on are shared and noisy.
@@ -9,9 +10,11 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -56,3 +59,35 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 def peak_rss_mb(children: bool = False) -> float:
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024.0
+
+
+def run_leuko(args: Sequence[str], log: Path, ok: Sequence[int] = (0,)) -> float:
+    """Run one leuko command, appending its output to `log`; wall seconds. Stops the
+    benchmark when the exit code is not in `ok` (1 = some inputs skipped, for evaluate)."""
+    start = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ leuko {' '.join(args)}\n")
+        fh.flush()
+        rc = subprocess.call(["leuko", *args], stdout=fh, stderr=subprocess.STDOUT)
+    if rc not in ok:
+        sys.exit(f"leuko {args[0]} failed with exit {rc}; see {log}")
+    return time.perf_counter() - start
+
+
+def class_file_key(paths: Any) -> Any:
+    """CLASS/name of each path (a pandas Series): how images are matched to sources.csv."""
+    parts = paths.astype(str).str.replace("\\", "/", regex=False).str.split("/")
+    return parts.str[-2] + "/" + parts.str[-1]
+
+
+def read_sources(path: Path | str) -> Any:
+    """Ground truth as a DataFrame (key, source): the real dataset's label,file,source or
+    leuko synth's file (CLASS/name),source."""
+    import pandas as pd
+
+    truth = pd.read_csv(path)
+    if "label" in truth.columns:
+        truth["key"] = truth["label"] + "/" + truth["file"]
+    else:
+        truth["key"] = class_file_key(truth["file"])
+    return truth[["key", "source"]]

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +31,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
-
-
-def _leuko(*args: str, log: Path) -> float:
-    """Run one leuko command, appending its output to `log`; return wall seconds."""
-    start = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ leuko {' '.join(args)}\n")
-        fh.flush()
-        rc = subprocess.call(["leuko", *args], stdout=fh, stderr=subprocess.STDOUT)
-    if rc not in (0, 1):
-        sys.exit(f"leuko {args[0]} failed with exit {rc}; see {log}")
-    return time.perf_counter() - start
-
-
-def _key(paths: pd.Series) -> pd.Series:
-    parts = paths.str.replace("\\", "/", regex=False).str.split("/")
-    return parts.str[-2] + "/" + parts.str[-1]
+from _common import class_file_key, machine, read_sources, run_leuko  # noqa: E402
 
 
 def _score(eval_dir: Path, split_dir: Path, truth: pd.DataFrame | None) -> dict[str, Any]:
@@ -58,12 +39,12 @@ def _score(eval_dir: Path, split_dir: Path, truth: pd.DataFrame | None) -> dict[
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     probs = [c for c in pred.columns if c.startswith("prob_")]
     classes = np.array([c[len("prob_"):] for c in probs])
-    pred["key"] = _key(pred["path"].astype(str))
+    pred["key"] = class_file_key(pred["path"])
     if truth is not None:
         pred = pred.merge(truth, on="key", how="left")
     else:
         val = pd.read_csv(split_dir / "val.csv")
-        val["key"] = _key(val["path"].astype(str))
+        val["key"] = class_file_key(val["path"])
         pred = pred.merge(val[["key", "group"]].rename(columns={"group": "source"}),
                           on="key", how="left")
     missing = int(pred["source"].isna().sum())
@@ -91,7 +72,7 @@ def _leak(split_dir: Path, truth: pd.DataFrame | None) -> float | None:
     parts = {}
     for name in ("train", "val"):
         df = pd.read_csv(split_dir / f"{name}.csv")
-        df["key"] = _key(df["path"].astype(str))
+        df["key"] = class_file_key(df["path"])
         parts[name] = df.merge(truth, on="key", how="left")
     seen = set(parts["train"]["source"].dropna())
     return round(float(parts["val"]["source"].isin(seen).mean()), 4)
@@ -113,36 +94,29 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
-    truth = None
-    if args.sources:
-        truth = pd.read_csv(args.sources)
-        if "label" in truth.columns:  # the real dataset's: label,file,source
-            truth["key"] = truth["label"] + "/" + truth["file"]
-        else:  # leuko synth's: file is CLASS/name
-            truth["key"] = _key(truth["file"].astype(str))
-        truth = truth[["key", "source"]]
+    truth = read_sources(args.sources) if args.sources else None
 
     result: dict[str, Any] = {"machine": machine(), "backbone": args.backbone,
                               "epochs": args.epochs, "tta": args.tta, "seeds": {}}
     for seed in args.seeds:
         split_dir, run_dir = out / f"split-{seed}", out / f"run-{seed}"
         if not (split_dir / "val.csv").exists():
-            _leuko("split", args.data, "--val", "0.2", "--seed", str(seed),
-                   "--out", str(split_dir), log=log)
+            run_leuko(["split", args.data, "--val", "0.2", "--seed", str(seed),
+                       "--out", str(split_dir)], log, ok=(0, 1))
         train_s = None
         if not (run_dir / "model.keras").exists():
-            train_s = _leuko("train", "--train", str(split_dir / "train.csv"),
-                             "--val", str(split_dir / "val.csv"), "--backbone", args.backbone,
-                             *([] if args.epochs is None else ["--epochs", str(args.epochs)]),
-                             "--out", str(run_dir),
-                             *args.train_args.split(), log=log)
+            train_s = run_leuko(["train", "--train", str(split_dir / "train.csv"),
+                                 "--val", str(split_dir / "val.csv"), "--backbone", args.backbone,
+                                 *([] if args.epochs is None else ["--epochs", str(args.epochs)]),
+                                 "--out", str(run_dir), *args.train_args.split()],
+                                log, ok=(0, 1))
         row: dict[str, Any] = {"leak_rate": _leak(split_dir, truth),
                                "train_minutes": None if train_s is None else round(train_s / 60, 1)}
         for name, extra in (("plain", []), ("tta", ["--tta", str(args.tta)])):
             ev = out / f"eval-{seed}-{name}{args.tta if name == 'tta' else ''}"
             if not (ev / "metrics.json").exists():
-                _leuko("evaluate", str(split_dir / "val.csv"), "--model", str(run_dir),
-                       "--out", str(ev), *extra, log=log)
+                run_leuko(["evaluate", str(split_dir / "val.csv"), "--model", str(run_dir),
+                           "--out", str(ev), *extra], log, ok=(0, 1))
             row[name] = _score(ev, split_dir, truth)
         row["tta_vs_plain"] = round(row["tta"]["per_image"] / row["plain"]["per_image"], 4)
         result["seeds"][str(seed)] = row

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine
+from _common import class_file_key, machine, read_sources
 
 
 def _unseen(manifest: Path | None, sources: Path | None, cells: list[Any],
@@ -31,10 +31,8 @@ def _unseen(manifest: Path | None, sources: Path | None, cells: list[Any],
 
     from leukocli.evaluation.count import evaluate_counts
 
-    truth = pd.read_csv(sources)
-    truth["key"] = truth["label"] + "/" + truth["file"]
-    parts = pd.read_csv(manifest)["path"].astype(str).str.replace("\\", "/").str.split("/")
-    keys = set(parts.str[-2] + "/" + parts.str[-1])
+    truth = read_sources(sources)
+    keys = set(class_file_key(pd.read_csv(manifest)["path"]))
     names = set(truth.loc[truth["key"].isin(keys), "source"])
     unseen = [p for p in photos if p.stem in names]
     return {"unseen (sources in the manifest)": evaluate_counts(cells, unseen, classes)}

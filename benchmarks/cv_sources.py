@@ -25,17 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
-
-
-def _truth(path: Path) -> pd.DataFrame:
-    truth = pd.read_csv(path)
-    if "label" in truth.columns:  # the real dataset's: label,file,source
-        truth["key"] = truth["label"] + "/" + truth["file"]
-    else:  # leuko synth's: file is CLASS/name
-        parts = truth["file"].astype(str).str.split("/")
-        truth["key"] = parts.str[-2] + "/" + parts.str[-1]
-    return truth[["key", "source"]]
+from _common import class_file_key, machine, read_sources  # noqa: E402
 
 
 def _acc(frame: pd.DataFrame, probs: list[str], classes: np.ndarray) -> dict[str, Any]:
@@ -62,8 +52,7 @@ def _oof(run: Path, only: list[int] | None) -> pd.DataFrame:
 def score(run: Path, truth: pd.DataFrame, exclude: list[str], only: list[int] | None = None
           ) -> dict[str, Any]:
     oof = _oof(run, only)
-    parts = oof["path"].astype(str).str.replace("\\", "/", regex=False).str.split("/")
-    oof["key"] = parts.str[-2] + "/" + parts.str[-1]
+    oof["key"] = class_file_key(oof["path"])
     oof = oof.merge(truth, on="key", how="left")
     probs = [c for c in oof.columns if c.startswith("prob_")]
     classes = np.array([c[len("prob_"):] for c in probs])
@@ -101,7 +90,7 @@ def main() -> None:
                     help="also score without these source photos (e.g. contradicted labels)")
     ap.add_argument("--folds", type=int, nargs="*", help="score only these folds (all: default)")
     args = ap.parse_args()
-    truth = _truth(args.sources)
+    truth = read_sources(args.sources)
     rows = [score(run, truth, args.exclude_sources, args.folds) for run in args.runs]
     base = rows[0]["all"]["per_image"]
     for row in rows:

@@ -22,30 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, run_leuko  # noqa: E402
 
 PUBLISHED = 0.962  # Acevedo et al. 2019, fine-tuned ImageNet VGG-16, 8 classes
 CREDIT = ("Acevedo A, Merino A, Alferez S, Molina A, Boldu L, Rodellar J. A dataset of "
           "microscopic peripheral blood cell images for development of automatic recognition "
           "systems. Data in Brief 30 (2020) 105474. Licence CC BY 4.0.")
-
-
-def _leuko(args: list[str], log: Path) -> float:
-    start = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ leuko {' '.join(args)}\n")
-        fh.flush()
-        rc = subprocess.call(["leuko", *args], stdout=fh, stderr=subprocess.STDOUT)
-    if rc != 0:
-        sys.exit(f"leuko {args[0]} failed with exit {rc}; see {log}")
-    return time.perf_counter() - start
 
 
 def _ship(run: Path, metrics: dict[str, Any], tta: dict[str, Any], commands: list[str],
@@ -110,13 +97,15 @@ def main() -> None:
     for step, command, done in zip(("split", "train", "evaluate", "evaluate-tta8"), commands,
                                    (split / "val.csv", run / "leuko.json",
                                     ev / "metrics.json", ev_tta / "metrics.json"), strict=True):
-        if step == "train" and done.exists():
-            if json.loads(done.read_text()).get("status") == "finished":
-                seconds[step] = None
-                continue
+        started = done.exists()  # a run's leuko.json exists from its first epoch on
+        finished = started and (step != "train"
+                                or json.loads(done.read_text()).get("status") == "finished")
+        if finished:
+            seconds[step] = None
+            continue
+        if started:
             command = f"leuko train --resume --out {run}"  # an interrupted run continues
-        seconds[step] = None if done.exists() and step != "train" else round(
-            _leuko(command.split()[1:], log), 1)
+        seconds[step] = round(run_leuko(command.split()[1:], log), 1)
     metrics = json.loads((ev / "metrics.json").read_text())
     tta = json.loads((ev_tta / "metrics.json").read_text())
     acc = metrics["accuracy"]
