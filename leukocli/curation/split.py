@@ -9,7 +9,6 @@ the requested fraction as its groups allow.
 
 from __future__ import annotations
 
-import io
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -160,9 +159,7 @@ def _frame(records: Sequence[Record], idx: list[int], groups: Sequence[str],
         },
         columns=["path", "label", "label_id", "group", "rel"],
     )
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False)
-    return buf.getvalue()
+    return frame.to_csv(index=False)
 
 
 def _describe(records: Sequence[Record], idx: list[int], groups: Sequence[str],

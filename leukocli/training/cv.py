@@ -13,7 +13,6 @@ train one fold of it (`fold=i`) before one `collect` assembles the figures:
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -111,7 +110,7 @@ def prepare(
             return pd.read_csv(run / FOLDS_FILE, dtype={"group": str})
         for k in range(plan.folds):
             _write_fold_manifests(run, k, table)
-        atomic_write_text(run / FOLDS_FILE, _csv(table))
+        atomic_write_text(run / FOLDS_FILE, table.to_csv(index=False))
         atomic_write_json(saved, {"kind": "leuko cv", "status": "planned", **plan.to_json()})
     return table
 
@@ -131,14 +130,8 @@ def _check_same_plan(run: Path, plan: CVPlan) -> None:
 
 def _write_fold_manifests(run: Path, k: int, table: pd.DataFrame) -> None:
     cols = ["path", "label", "group", "rel"]
-    atomic_write_text(fold_dir(run, k) / "train.csv", _csv(table[table.fold != k][cols]))
-    atomic_write_text(fold_dir(run, k) / "val.csv", _csv(table[table.fold == k][cols]))
-
-
-def _csv(frame: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False)
-    return buf.getvalue()
+    for name, part in (("train.csv", table.fold != k), ("val.csv", table.fold == k)):
+        atomic_write_text(fold_dir(run, k) / name, table[part][cols].to_csv(index=False))
 
 
 def load_plan(run: Path) -> CVPlan:
@@ -202,7 +195,7 @@ def _predict_held_out(run: Path, plan: CVPlan, k: int, reporter: Reporter) -> No
     frame.insert(4, "predicted", [bundle.classes[i] for i in probs.argmax(axis=1)])
     for j, c in enumerate(bundle.classes):
         frame[f"prob_{c}"] = np.round(probs[:, j], 6)
-    atomic_write_text(d / OOF_FILE, _csv(frame))
+    atomic_write_text(d / OOF_FILE, frame.to_csv(index=False))
 
 
 # --------------------------------------------------------------------------- collecting
@@ -235,7 +228,7 @@ def collect(run: Path, reporter: Reporter = SILENT) -> dict[str, Any]:
     metrics["tta_views"] = plan.tta
     saved = read_json_object(run / CV_FILE, "cv plan")
     atomic_write_json(run / CV_FILE, {**saved, "status": "collected", "metrics": metrics})
-    atomic_write_text(run / OOF_FILE, _csv(oof))
+    atomic_write_text(run / OOF_FILE, oof.to_csv(index=False))
     plot_confusion(metrics["confusion_matrix"], classes, run / "confusion.png",
                    title=f"{plan.folds}-fold out-of-fold: {100 * metrics['accuracy']:.1f}% "
                          f"(n={metrics['n']})")
