@@ -9,6 +9,13 @@ EXIT_USAGE = 2  # bad input: missing path, wrong layout, bad option value, busy 
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (or its type's name), short enough for a one-line error:
+    libraries such as h5py, onnxruntime and Keras raise multi-line messages."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
 class LeukoError(Exception):
     """A problem the user can fix; its message is printed as one line, without a traceback."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._util.files import atomic_write, atomic_write_json, os_error_message, read_json_object
-from ..errors import LeukoError
+from ..errors import LeukoError, first_line
 
 if TYPE_CHECKING:  # keras (and TensorFlow) load only when a model is really needed
     from .._tf import keras
@@ -174,17 +174,12 @@ def _load_model(model_path: Path, trusted: bool) -> keras.Model:
             except Exception as exc2:  # noqa: BLE001
                 exc = exc2  # type: ignore[assignment]
         raise LeukoError(
-            f"{model_path} is not a loadable Keras model ({_first_line(exc)})"
+            f"{model_path} is not a loadable Keras model ({first_line(exc)})"
         ) from None
     except Exception as exc:  # zipfile.BadZipFile, OSError, KeyError...: a file that is no model
         raise LeukoError(
-            f"{model_path} is not a loadable Keras model ({_first_line(exc)})"
+            f"{model_path} is not a loadable Keras model ({first_line(exc)})"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def locate(path: Path) -> tuple[Path, Path, Path | None]:

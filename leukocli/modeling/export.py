@@ -18,7 +18,7 @@ from typing import Any
 
 from .._tf import keras, tf
 from .._util.files import atomic_write_json, ensure_writable_dir
-from ..errors import LeukoError
+from ..errors import LeukoError, first_line
 from .bundle import Bundle, load_bundle
 from .runtimes import require_extra
 
@@ -114,8 +114,7 @@ def _export(model: keras.Model, fmt: str, quantize: str, target: Path,
         except LeukoError:
             raise
         except Exception as exc:  # noqa: BLE001 - converters raise anything; one line out
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise LeukoError(f"could not export to {fmt}: {first}") from None
+            raise LeukoError(f"could not export to {fmt}: {first_line(exc)}") from None
         shutil.move(str(staged), str(target))
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from .._tf import keras
-from ..errors import LeukoError
+from ..errors import LeukoError, first_line
 from .backbones import (
     BACKBONE_LAYER,
     KERAS_CACHE,
@@ -139,10 +139,10 @@ def load_backbone_weights(backbone: keras.Model, path: Path, label: str | None =
             warnings.simplefilter("ignore")  # Keras warns once per skipped layer
             backbone.load_weights(str(path))
     except Exception as exc:  # h5py OSError, ValueError on shape/layer mismatch, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise LeukoError(
-            f"--weights {path}: cannot load into the {label} backbone ({first}); expected weights "
-            f"saved from a {label} backbone (keras.applications, without its top)"
+            f"--weights {path}: cannot load into the {label} backbone ({first_line(exc)}); "
+            f"expected weights saved from a {label} backbone (keras.applications, without its "
+            "top)"
         ) from None
     after = backbone.get_weights()
     if before and all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)):

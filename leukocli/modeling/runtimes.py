@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LeukoError
+from ..errors import LeukoError, first_line
 from .augment import TTA_VIEWS, check_tta
 
 EXTRAS = {"onnx": ("onnxruntime", "leukocli[onnx]"), "litert": ("ai_edge_litert",
@@ -59,7 +59,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own zoo
-            raise LeukoError(f"{path} is not a loadable ONNX model ({_first(exc)})") from None
+            raise LeukoError(f"{path} is not a loadable ONNX model ({first_line(exc)})") from None
         self.input = self.session.get_inputs()[0].name
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
@@ -75,7 +75,7 @@ class LiteRTModel:
         try:
             self.interpreter = litert.Interpreter(model_path=str(path))
         except Exception as exc:  # noqa: BLE001
-            raise LeukoError(f"{path} is not a loadable LiteRT model ({_first(exc)})") from None
+            raise LeukoError(f"{path} is not a loadable LiteRT model ({first_line(exc)})") from None
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.batch = -1
@@ -99,7 +99,7 @@ class SavedModelModel:
         try:
             self.loaded = tf.saved_model.load(str(path))
         except Exception as exc:  # noqa: BLE001
-            raise LeukoError(f"{path} is not a loadable SavedModel ({_first(exc)})") from None
+            raise LeukoError(f"{path} is not a loadable SavedModel ({first_line(exc)})") from None
         if not hasattr(self.loaded, "serve"):
             raise LeukoError(f"{path} has no `serve` endpoint; export it with leuko export")
 
@@ -127,8 +127,6 @@ def _import(kind: str, path: Path) -> Any:
     return require_extra(names, extra, f"running {path.name}")[-1]
 
 
-def _first(exc: BaseException) -> str:
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
 
 
 # --------------------------------------------------------------------------- images
