@@ -14,7 +14,7 @@ from ..training.options import TrainOptions
 from .app import command
 from .console import RichReporter, console, info
 from .evaluate import TTA_HELP, confusion_table, per_class_table
-from .options import with_train_options
+from .options import Exclude, GroupBy, with_train_options
 
 
 @command()
@@ -33,14 +33,8 @@ def cv(
         Path | None,
         typer.Option(help="Assemble oof.csv and cv.json of this cv run once all folds exist."),
     ] = None,
-    group_by: Annotated[
-        str,
-        typer.Option(help="auto (rediscover siblings from pixels), none, column:NAME or "
-                          "pattern:REGEX: groups never cut across folds."),
-    ] = "auto",
-    exclude: Annotated[
-        Path | None, typer.Option(help="A dedupe --report JSON: drop what it would quarantine.")
-    ] = None,
+    group_by: GroupBy = "auto",
+    exclude: Exclude = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Run folder (default runs/cv-<timestamp>-<backbone>); an existing "

@@ -16,6 +16,16 @@ import typer
 from ..training.options import RECIPES, TrainOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# How `split` and `cv` find groups and drop what dedupe flagged: declared once for both.
+GroupBy = Annotated[
+    str,
+    typer.Option(help="auto (rediscover augmented siblings from pixels), none, column:NAME "
+                      "or pattern:REGEX; a group is never cut across train/val or folds."),
+]
+Exclude = Annotated[
+    Path | None, typer.Option(help="A dedupe --report JSON: drop what it would quarantine.")
+]
 D = TrainOptions()
 _CPU = RECIPES["cpu"]
 

@@ -9,6 +9,7 @@ import typer
 
 from .app import command
 from .console import RichReporter, console, simple_table
+from .options import Exclude, GroupBy
 
 
 @command()
@@ -20,14 +21,8 @@ def split(
     val: Annotated[float, typer.Option(help="Validation fraction.")] = 0.2,
     test: Annotated[float, typer.Option(help="Test fraction (0 for none).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    group_by: Annotated[
-        str,
-        typer.Option(help="auto (rediscover augmented siblings from pixels), none, "
-                          "column:NAME, or pattern:REGEX."),
-    ] = "auto",
-    exclude: Annotated[
-        Path | None, typer.Option(help="A dedupe --report JSON: drop what it would quarantine.")
-    ] = None,
+    group_by: GroupBy = "auto",
+    exclude: Exclude = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing OUT.")] = False,
 ) -> None:
     """Split into stratified, group-aware train/val(/test) CSV manifests."""
