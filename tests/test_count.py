@@ -33,6 +33,44 @@ def test_every_cell_is_found_with_its_box(fields: Path, tmp_path: Path) -> None:
     assert e["recall"] == 1.0 and e["precision"] == 1.0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_every_cell_is_found_on_other_seeds_too(seed: int, tmp_path: Path) -> None:
+    """Not one lucky draw: tinted fields, pale nuclei and eosinophils' separate lobes."""
+    made = make_fields(tmp_path, n=40, seed=seed)
+    planted = found = matched = 0
+    for m in made:
+        truth = [b for _, b in m["cells"]]
+        boxes = [c.box for c in locate_cells(Image.open(tmp_path / "JPEGImages" /
+                                                        f"{m['name']}.jpg"))]
+        planted, found = planted + len(truth), found + len(boxes)
+        matched += len(match(truth, boxes))
+    assert planted > 40 and matched == planted == found
+
+
+def _disc_photo(discs: list[tuple[int, int, int]]) -> Image.Image:
+    """Purple discs (cy, cx, r) on a pale pink background, 480x640."""
+    yy, xx = np.mgrid[:480, :640]
+    rgb = np.empty((480, 640, 3), np.float32)
+    rgb[:] = (236, 214, 214)
+    for cy, cx, r in discs:
+        rgb[np.hypot(yy - cy, xx - cx) <= r] = (110, 60, 170)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def test_two_lobes_are_one_cell_two_touching_nuclei_two_cells_a_big_round_one_one() -> None:
+    """BCCD's false positives were eosinophils cut into their lobes and large monocytes
+    cut in two; two touching cells must still count as two."""
+    cell = 0.4 * 480  # LocatorParams.cell: the expected cell diameter in photo pixels
+    r = round(0.3 * cell)  # a nucleus about 0.6 of the cell across
+    lobes = _disc_photo([(240, 320 - r, round(0.6 * r)), (240, 320 + r, round(0.6 * r))])
+    assert len(locate_cells(lobes)) == 1
+    r = round(0.35 * cell)  # two large nuclei that touch: 1.4 cells across, elongated
+    touching = _disc_photo([(240, 320 - r, r), (240, 320 + r, r)])
+    assert len(locate_cells(touching)) == 2
+    big = _disc_photo([(240, 320, round(0.7 * cell))])
+    assert len(locate_cells(big)) == 1
+
+
 def test_outputs_parse_and_agree(fields: Path, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()

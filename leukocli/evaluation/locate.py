@@ -3,8 +3,11 @@
 The purple nucleus is what sets a white cell apart from red cells and background: the
 stain map ("blue minus red", as the cell crop uses) is thresholded at a working scale,
 closed so the lobes of one nucleus join, and cut into connected components. Pieces
-close together are one nucleus; a component far larger than one cell is two touching
-cells and is split in two. A cell's box is its nucleus's extent grown to the cell.
+close together, or that together are no wider than one nucleus can be, are one nucleus
+(the separate lobes of an eosinophil); a component far larger than one cell is two
+touching cells and is split in two, unless it is round (a large monocyte). The stain
+level is relative to each photo's median colour, so a field tinted red or blue by its
+stain batch keeps its pale nuclei. A cell's box is its nucleus's extent grown to the cell.
 Every size is a fraction of the photo's shorter side (`cell`: the expected white-cell
 diameter), so the same rules hold at any resolution; other magnifications change
 `cell`, not the code.
@@ -18,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 WORK_SIDE = 240  # the shorter side the stain map is analysed at
+PURPLE_ABOVE_MEDIAN = 21.0  # same result from 19 to 35 on BCCD (README, Counting)
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,8 @@ class LocatorParams:
     close: float = 0.08  # closing radius, joins a nucleus's lobes
     merge: float = 0.3  # pieces whose centres are this close are one nucleus
     min_area: float = 0.3  # smallest nucleus, as a share of a typical one's area
-    split: float = 1.25  # a nucleus wider than this (x cell) is two touching cells
+    split: float = 1.25  # a nucleus wider than this (x cell) is two touching cells ...
+    elongated: float = 0.65  # ... if elongated: minor/major axis below this (two discs 0.45)
     grow: float = 1.35  # cell box / nucleus extent
     min_box: float = 0.55  # smallest cell box side (x cell)
     round: float = 0.85  # each box side is at least this share of the longest (cells are round)
@@ -47,10 +52,15 @@ class Located:
 
 
 def stain_map(rgb: np.ndarray) -> np.ndarray:
-    """0-1 "purple" per pixel, smoothed a little (the same signal as the cell crop's)."""
+    """0-1 "purple" per pixel, smoothed a little: blue minus red, counted from the photo's
+    own median (background and red cells), so a redder or bluer stain shifts the level
+    with it. 21 above the median is the fixed level the cell crop uses (15) on BCCD's
+    median photo."""
     from scipy import ndimage
 
-    raw = np.clip((rgb[..., 2] - rgb[..., 0] - 15.0) / 20.0, 0.0, 1.0)
+    purple = rgb[..., 2] - rgb[..., 0]
+    level = float(np.median(purple)) + PURPLE_ABOVE_MEDIAN
+    raw = np.clip((purple - level) / 20.0, 0.0, 1.0)
     return ndimage.gaussian_filter(raw, 1.0)
 
 
@@ -92,6 +102,30 @@ def _merge_pieces(parts: list[np.ndarray], p: LocatorParams, diameter: float
     return parts
 
 
+def _join_lobes(parts: list[np.ndarray], p: LocatorParams, diameter: float
+                ) -> list[np.ndarray]:
+    """Join nucleus-sized pieces that together are no wider than one nucleus can be."""
+    parts = list(parts)
+    a = 0
+    while a < len(parts):
+        for b in range(len(parts) - 1, a, -1):  # from the end: popping b keeps a..b-1
+            both = np.concatenate([parts[a], parts[b]])
+            if np.ptp(both, axis=0).max() <= p.split * diameter:
+                parts[a] = both
+                parts.pop(b)
+        a += 1
+    return parts
+
+
+def _two_cells(pts: np.ndarray, p: LocatorParams, diameter: float) -> bool:
+    """Wider than a nucleus and elongated: two touching discs have an axis ratio of 0.45,
+    one large round cell near 1."""
+    if np.ptp(pts, axis=0).max() <= p.split * diameter:
+        return False
+    minor, major = np.linalg.eigvalsh(np.cov(pts.T.astype(np.float64)))
+    return bool(np.sqrt(minor / max(major, 1e-9)) < p.elongated)
+
+
 def _split_two(pts: np.ndarray) -> list[np.ndarray]:
     """Two touching nuclei: 2-means on the pixel coordinates, seeded at the extremes."""
     axis = int(np.argmax(np.ptp(pts, axis=0)))
@@ -116,12 +150,11 @@ def locate_cells(image: Image.Image | np.ndarray, params: LocatorParams | None =
     typical = np.pi / 4 * (0.6 * diameter) ** 2  # a nucleus about 0.6 of the cell across
     pieces = _merge_pieces(_components(stain_map(np.asarray(small, np.float32)), p, diameter),
                            p, diameter)
+    pieces = _join_lobes([q for q in pieces if len(q) >= p.min_area * typical], p, diameter)
     found: list[Located] = []
     limit = (img.width, img.height)
     for pts in pieces:
-        if len(pts) < p.min_area * typical:
-            continue
-        halves = _split_two(pts) if np.ptp(pts, axis=0).max() > p.split * diameter else [pts]
+        halves = _split_two(pts) if _two_cells(pts, p, diameter) else [pts]
         for part in halves:
             if len(part) >= p.min_area * typical:
                 found.append(_box(part, p, diameter, typical, f, limit))
