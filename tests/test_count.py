@@ -99,7 +99,7 @@ def test_counts_follow_the_cells_classes_with_a_model_trained_on_cells(
     from leukocli.training.loop import train
     from leukocli.training.options import TrainOptions
 
-    made = make_fields(tmp_path / "train", n=60, seed=11)
+    made = make_fields(tmp_path / "train", n=100, seed=11)
     rows = ["path,label"]
     for m in made:
         img = Image.open(tmp_path / "train" / "JPEGImages" / f"{m['name']}.jpg").convert("RGB")
