@@ -94,10 +94,13 @@ def test_the_map_without_a_crop_beats_a_uniform_one(
 
 
 def test_a_keras_applications_backbone_is_explained_at_input_size(tmp_path: Path) -> None:
+    import keras
+
     from leukocli.evaluation.explain import explain
     from leukocli.modeling.bundle import load_bundle, save_bundle
     from leukocli.modeling.model import build_model
 
+    keras.utils.set_random_seed(0)
     model = build_model("mobilenetv2", (64, 64), 4)
     save_bundle(tmp_path / "run", model, {"classes": list(CLASSES), "img_size": [64, 64],
                                           "backbone": "mobilenetv2"})
@@ -105,3 +108,8 @@ def test_a_keras_applications_backbone_is_explained_at_input_size(tmp_path: Path
     ex = explain(load_bundle(tmp_path / "run"), x, classes=[1, 2])
     assert ex.maps.shape == (2, 64, 64) and ex.explained == [1, 2]
     assert np.isfinite(ex.maps).all()
+    # gradients reach the nested backbone's last convolution: an untrained head may give a
+    # class no positive evidence (an all-zero map), but every image has a class that has
+    bundle = load_bundle(tmp_path / "run")
+    maps = np.stack([explain(bundle, x, classes=[c, c]).maps for c in range(4)])
+    assert (maps.max(axis=(0, 2, 3)) == 1.0).all() and (maps.std(axis=(2, 3)) > 0).any()

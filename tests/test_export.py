@@ -59,8 +59,8 @@ def test_every_format_answers_like_the_keras_model(
     assert (probs.argmax(1) == keras_probs.argmax(1)).all()
 
 
-@pytest.mark.parametrize(("fmt", "quantize"), [("onnx", "dynamic-int8"), ("litert", "float16"),
-                                              ("litert", "dynamic-int8")])
+@pytest.mark.parametrize(("fmt", "quantize"), [("onnx", "float16"), ("onnx", "dynamic-int8"),
+                                              ("litert", "float16"), ("litert", "dynamic-int8")])
 def test_quantized_exports_agree_on_classes(tiny_run: tuple[Path, Path], tmp_path: Path,
                                             fmt: str, quantize: str) -> None:
     from leukocli.evaluation.predict import predict_probs
@@ -100,6 +100,19 @@ def test_predict_with_onnx_never_imports_tensorflow(crop_run: tuple[Path, Path, 
     assert predicted["predicted"] in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 
 
+def test_predict_explain_writes_one_heatmap_per_classified_image(
+    crop_run: tuple[Path, Path, np.ndarray], tmp_path: Path
+) -> None:
+    root, run, _ = crop_run
+    done = invoke("predict", str(root / "data"), "--model", str(run), "--explain",
+                  str(tmp_path / "maps"), "--format", "csv")
+    assert done.code == 0, done.stderr
+    shown = {Path(r.split(",")[0]).stem for r in done.stdout.splitlines()[1:]}
+    maps = {p.stem.split("-", 1)[1].removesuffix("-gradcam")
+            for p in (tmp_path / "maps").glob("*-gradcam.png")}
+    assert len(shown) >= 8 and maps == shown
+
+
 def test_numpy_views_match_tensorflow_views() -> None:
     """TTA without TensorFlow sees the same flips, turns and shifts."""
     from leukocli.modeling.augment import tta_views
@@ -120,6 +133,8 @@ def test_evaluate_runs_a_tflite_and_missing_runtimes_are_one_line(
     done = invoke("evaluate", str(data), "--model", str(out), "--out", str(tmp_path / "ev"))
     assert done.code == 0, done.stderr
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n"] == 32
+    invoke("predict", str(data), "--model", str(out), "--explain", str(tmp_path / "maps")
+           ).one_line_error(2, "Grad-CAM needs the Keras model")  # before any prediction
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if the extra were missing
     invoke("predict", str(data), "--model", str(out)).one_line_error(
         2, "needs ai_edge_litert", "pip install 'leukocli[litert]'")

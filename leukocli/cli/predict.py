@@ -66,6 +66,10 @@ def predict(
     from ..modeling.bundle import load_bundle
 
     bundle = load_bundle(model)
+    if explain is not None:
+        from ..evaluation.explain import require_gradients
+
+        require_gradients(bundle)
     result = predict_paths(paths, bundle, batch, collected=collected, tta=tta,
                            reporter=RichReporter())
     if explain is not None and result.predictions:

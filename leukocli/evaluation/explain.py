@@ -125,14 +125,19 @@ def _bilinear(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.where(inside, top * (1 - du) + bottom * du, 0.0).astype(np.float32)
 
 
+def require_gradients(bundle: Bundle) -> None:
+    """Exported artefacts carry no gradients: say so before any work is done."""
+    if bundle.runtime != "keras":
+        raise LeukoError("Grad-CAM needs the Keras model (gradients); use the run, not an "
+                         f"exported {bundle.runtime} artefact")
+
+
 def explain(bundle: Bundle, images: np.ndarray, classes: Sequence[int] | None = None
             ) -> Explanation:
     """Grad-CAM maps for a batch of model-sized images (float32 RGB 0-255)."""
     from .._tf import tf
 
-    if bundle.runtime != "keras":
-        raise LeukoError("Grad-CAM needs the Keras model (gradients); use the run, not an "
-                         f"exported {bundle.runtime} artefact")
+    require_gradients(bundle)
     x = np.asarray(images, np.float32)
     probs = np.asarray(bundle.model.predict_on_batch(x), np.float32)
     chosen = list(classes) if classes is not None else [int(i) for i in probs.argmax(1)]
