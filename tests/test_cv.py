@@ -221,7 +221,9 @@ def test_report_is_one_self_contained_html_file(cv_run: tuple[Path, Path], tmp_p
                 self.links.append(tag)
 
     page = Page()
-    page.feed((tmp_path / "r.html").read_text())
+    html = (tmp_path / "r.html").read_text()
+    page.feed(html)
+    assert "<h2>Data</h2>" in html and "fold 1 val" in html  # each fold's data fingerprint
     assert {"summary", "run", "curves", "confusion", "calibration", "groups",
             "mistakes"} <= page.ids
     assert page.images and not page.links  # no scripts, no stylesheets, no network

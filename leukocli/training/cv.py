@@ -203,6 +203,16 @@ def missing_folds(run: Path, plan: CVPlan) -> list[int]:
     return [k for k in range(plan.folds) if not (fold_dir(run, k) / OOF_FILE).exists()]
 
 
+def _fold_manifests(run: Path, plan: CVPlan) -> dict[str, Any]:
+    """Each fold's train/val manifest with its fingerprint, for the report's data table."""
+    out: dict[str, Any] = {}
+    for k in range(plan.folds):
+        meta = read_json_object(fold_dir(run, k) / META_FILE, "run metadata")
+        for name, m in (meta.get("manifests") or {}).items():
+            out[f"fold {k} {name}"] = m
+    return out
+
+
 def collect(run: Path, reporter: Reporter = SILENT) -> dict[str, Any]:
     """Assemble oof.csv, the metrics in cv.json, confusion.png and the ensemble's leuko.json."""
     from ..evaluation.metrics import classification_metrics
@@ -235,7 +245,7 @@ def collect(run: Path, reporter: Reporter = SILENT) -> dict[str, Any]:
     write_ensemble(run, [fold_dir(run, k).name for k in range(plan.folds)], {
         "kind": "ensemble of cv folds", "classes": classes, "img_size": first["img_size"],
         "backbone": first.get("backbone"), "preprocessing": first.get("preprocessing"),
-        "cv": CV_FILE, "options": plan.options.to_json(),
+        "cv": CV_FILE, "options": plan.options.to_json(), "manifests": _fold_manifests(run, plan),
     })
     note = point_latest(run)
     if note:
