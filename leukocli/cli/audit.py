@@ -18,6 +18,7 @@ from .options import with_train_options
 @command()
 @with_train_options(without=("train_csv", "val_csv"))
 def audit(
+    ctx: typer.Context,
     opts: TrainOptions,
     data: Annotated[Path, typer.Argument(help="Dataset folder or CSV manifest to audit.")],
     model: Annotated[
@@ -46,6 +47,9 @@ def audit(
 
     if top < 1:
         raise LeukoError(f"--top must be at least 1 (got {top})")
+    if model is not None and (unused := _cv_options_given(ctx)):
+        raise LeukoError(f"{', '.join(unused)} only apply when audit runs the cross-validation "
+                         "itself; with --model the cv run's predictions are used as they are")
     ensure_writable_dir(out)
     oof, classes = _oof(data, model, opts, folds, group_by)
     result = run_audit(oof, classes)
@@ -57,6 +61,15 @@ def audit(
         atomic_write_json(exclude, exclude_report(result, top))
         info(f"wrote {exclude}: leuko split {data} --exclude {exclude} leaves them out")
     info(f"wrote {out / 'audit.csv'}, {out / 'audit_groups.csv'}, {out / 'contact.png'}")
+
+
+_OWN = ("data", "model", "out", "top", "exclude")
+
+
+def _cv_options_given(ctx: typer.Context) -> list[str]:
+    """The training/cv options typed on the command line (they would be silently unused)."""
+    return [p.opts[0] for p in ctx.command.params if p.name not in _OWN and p.opts and
+            getattr(ctx.get_parameter_source(str(p.name)), "name", "") == "COMMANDLINE"]
 
 
 def _mk(folder: Path) -> Path:
