@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -50,9 +51,12 @@ def _train(project: Path, out: Path, *extra: str) -> Run:
 def test_latest_never_replaces_a_file_leuko_did_not_create(project: Path) -> None:
     (project / "p").mkdir()
     (project / "p" / "latest").write_text("my notes\n")
+    before = tree_digest(project)
     done = _train(project, project / "p" / "run1")
     assert done.code == 0, done.stderr
-    assert (project / "p" / "latest").read_text() == "my notes\n"
+    assert "Traceback" not in done.stderr
+    after = tree_digest(project)
+    assert {k: v for k, v in after.items() if not k.startswith("p/run1/")} == before
     assert "leuko did not create; left it alone" in done.stderr
     assert "p/latest left alone" in done.stdout
 
@@ -151,10 +155,33 @@ def readonly_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_read_only_output_is_refused_before_any_work(project: Path, readonly_dir: Path) -> None:
+    before = tree_digest(project)
     for args in (("split", str(project / "d"), "--out", str(readonly_dir / "s")),
                  ("train", "--train", str(project / "s" / "train.csv"), "--val",
                   str(project / "s" / "val.csv"), *TRAIN, "--out", str(readonly_dir / "r"))):
         invoke(*args).one_line_error(2, "Read-only file system", "choose a writable place")
+    assert tree_digest(project) == before
+
+
+def test_evaluating_a_run_in_a_read_only_folder_is_refused_before_any_work(
+    tiny_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """evaluate writes RUN/evaluate/ by default: a run on a read-only mount is refused."""
+    data, run = tiny_run
+    where = tmp_path / "ro"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
+                      capture_output=True, check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        shutil.copytree(run, where / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+        before = tree_digest(where)
+        invoke("evaluate", str(data), "--model", str(where / "run")).one_line_error(
+            2, "Read-only file system")
+        assert tree_digest(where) == before
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
 
 
 def test_a_full_disk_while_saving_loses_nothing(project: Path, monkeypatch: pytest.MonkeyPatch
@@ -167,7 +194,9 @@ def test_a_full_disk_while_saving_loses_nothing(project: Path, monkeypatch: pyte
 
     monkeypatch.setattr(keras.Model, "save", full_disk)
     run = project / "runs" / "full"
+    before = tree_digest(project / "d"), tree_digest(project / "s")
     done = _train(project, run)
+    assert (tree_digest(project / "d"), tree_digest(project / "s")) == before
     done.one_line_error(2, "no space left on the device", "model.keras", "free some space")
     assert not (run / "model.keras").exists()
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no temporaries
@@ -203,20 +232,52 @@ def test_interrupted_apply_names_its_manifest_and_the_undo(
     assert tree_digest(tmp_path / "d") == before
 
 
+@pytest.mark.parametrize(("command", "target"), [
+    ("split", "leukocli.curation.split.run_split"),
+    ("predict", "leukocli.evaluation.predict.predict_paths"),
+    ("evaluate", "leukocli.evaluation.evaluate.evaluate"),
+])
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(
+    project: Path, monkeypatch: pytest.MonkeyPatch, command: str, target: str
+) -> None:
+    assert _train(project, project / "runs" / "r").code == 0
+    module, name = target.rsplit(".", 1)
+
+    def stop(*a: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(__import__(module, fromlist=[name]), name, stop)
+    before = tree_digest(project)
+    args = {"split": ("split", str(project / "d"), "--out", str(project / "s2")),
+            "predict": ("predict", str(project / "d"), "--model", str(project / "runs" / "r")),
+            "evaluate": ("evaluate", str(project / "s" / "val.csv"), "--model",
+                         str(project / "runs" / "r"))}[command]
+    invoke(*args).one_line_error(130, "interrupted")
+    assert {k: v for k, v in tree_digest(project).items() if not k.startswith("s2/")} == before
+
+
 # --------------------------------------------------------------------------- 6. foreign model
 def test_a_keras_model_without_leuko_metadata_is_refused(project: Path) -> None:
     inp = keras.Input((48, 48, 3))
     out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
     keras.Model(inp, out).save(project / "foreign.keras")
     image = next((project / "d" / "LYMPHOCYTE").iterdir())
+    before = tree_digest(project)
     invoke("predict", str(image), "--model", str(project / "foreign.keras")).one_line_error(
         2, "has no leuko.json beside it"
     )
+    assert tree_digest(project) == before
 
 
 # --------------------------------------------------------------------------- 7. two runs
 def test_a_second_run_on_a_busy_output_refuses_naming_the_first(project: Path) -> None:
     busy = f"pid {os.getpid()}"
+    make_dataset(project / "dd", per_class=3, size=(48, 48), seed=4, plant=True)  # copies
+    before = tree_digest(project)
+    with output_lock(project / "dd", "leuko dedupe --apply"):  # a second apply on one tree
+        invoke("dedupe", str(project / "dd"), "--apply").one_line_error(
+            2, "in use by another", busy)
+    assert tree_digest(project) == before
     with output_lock(project / "runs" / "r", "leuko train"):
         _train(project, project / "runs" / "r").one_line_error(2, "in use by another", busy)
     with output_lock(project / "s2", "leuko split"):
@@ -257,6 +318,28 @@ def test_a_manifest_listing_one_image_under_two_labels_is_a_conflict(tmp_path: P
     assert files[0].resolve() not in {r.path for r in ds.records}
     reasons = [p.reason for p in ds.problems]
     assert len(reasons) == 2 and all("label conflict" in r for r in reasons)
+
+
+def test_conflicts_dangling_links_and_huge_images_are_one_warning_line_at_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_dataset(tmp_path / "d", per_class=3, size=(48, 64), seed=3, plant=False)
+    files = sorted((tmp_path / "d").rglob("*.jpeg"))
+    rows = [f"{f},{f.parent.name}" for f in files] + [f"{files[0]},NEUTROPHIL"]
+    (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "d" / "MONOCYTE" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # every 48x64 image is "huge"
+    before = tree_digest(tmp_path / "d")
+    for data, reason in ((tmp_path / "m.csv", "label conflict: the manifest lists this file as"),
+                         (tmp_path / "d", "broken symbolic link (its target is missing)")):
+        done = invoke("split", str(data), "--group-by", "none", "--out",
+                      str(tmp_path / f"s-{data.stem}"), env={"LEUKO_QUIET": ""})
+        assert done.code == 0, done.stderr
+        assert "Traceback" not in done.stderr and "DecompressionBombWarning" not in done.stderr
+        warned = [ln for ln in done.stderr.splitlines() if ln.startswith("warning:")]
+        assert any(reason in ln for ln in warned), done.stderr
+        assert any("very large image(s)" in ln for ln in warned), done.stderr
+    assert tree_digest(tmp_path / "d") == before
 
 
 def test_evaluate_and_predict_agree_on_unreadable_images(tiny_run: tuple[Path, Path],
@@ -323,6 +406,9 @@ def test_bad_options_are_refused_before_tensorflow_loads(tmp_path: Path) -> None
     assert all(code == 2 for code, _ in results), (results, proc.stderr[-2000:])
     assert not any(tf for _, tf in results), results
     assert "Traceback" not in proc.stderr
+    for argv in cases:  # and each bad value is one line saying what is wrong
+        if "--tta" not in argv or argv[0] != "train":  # no such option: Typer's usage box
+            invoke(*argv).one_line_error(2)
 
 
 def test_refusals_leave_files_alone(project: Path) -> None:
