@@ -13,8 +13,8 @@ from ..errors import LeukoError
 from ..training.options import TrainOptions
 from .app import command
 from .console import RichReporter, console, info
-from .evaluate import TTA_HELP, confusion_table, per_class_table
-from .options import Exclude, GroupBy, with_train_options
+from .evaluate import confusion_table, per_class_table
+from .options import TTA_HELP, Exclude, GroupBy, with_train_options
 
 
 @command()

@@ -12,9 +12,7 @@ from rich.table import Table
 from ..errors import EXIT_PARTIAL, LeukoError
 from .app import command
 from .console import RichReporter, console, info
-
-TTA_HELP = ("Test-time augmentation: average over N views (flips, 12/24 degree turns, "
-            "quarter turns, 5% shifts, in that order); 1 = off, at most 20.")
+from .options import INFER_BATCH, InferBatch, Tta
 
 
 @command()
@@ -33,7 +31,7 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option(help="Folder for metrics.json etc. (default: the run).")
     ] = None,
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    batch: InferBatch = INFER_BATCH,
     group_by: Annotated[
         str | None,
         typer.Option(help="auto, column:NAME or pattern:REGEX for group-level accuracy."),
@@ -44,7 +42,7 @@ def evaluate(
     ignore_unknown: Annotated[
         bool, typer.Option("--ignore-unknown", help="Skip images of classes the model lacks.")
     ] = False,
-    tta: Annotated[int, typer.Option(help=TTA_HELP)] = 1,
+    tta: Tta = 1,
 ) -> None:
     """Evaluate a trained model: accuracy with CI, per-class report, confusion matrix.
 

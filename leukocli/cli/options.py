@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
+from ..evaluation import INFER_BATCH as INFER_BATCH
 from ..training.options import RECIPES, TrainOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,6 +27,11 @@ GroupBy = Annotated[
 Exclude = Annotated[
     Path | None, typer.Option(help="A dedupe --report JSON: drop what it would quarantine.")
 ]
+# Inference options of predict and evaluate (and cv's --tta): declared once.
+TTA_HELP = ("Test-time augmentation: average over N views (flips, 12/24 degree turns, "
+            "quarter turns, 5% shifts, in that order); 1 = off, at most 20.")
+Tta = Annotated[int, typer.Option(help=TTA_HELP)]
+InferBatch = Annotated[int, typer.Option(help="Batch size.")]
 D = TrainOptions()
 _CPU = RECIPES["cpu"]
 

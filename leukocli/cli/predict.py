@@ -14,6 +14,7 @@ from rich.text import Text
 from ..errors import EXIT_PARTIAL, LeukoError
 from .app import command
 from .console import RichReporter, console, err_console
+from .options import INFER_BATCH, InferBatch, Tta
 
 if TYPE_CHECKING:
     from ..evaluation.predict import PredictResult
@@ -30,10 +31,8 @@ def predict(
     fmt: Annotated[
         str, typer.Option("--format", help="table, csv or json (csv/json go clean to stdout).")
     ] = "table",
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    tta: Annotated[
-        int, typer.Option(help="Test-time augmentation views to average (1 = off, max 20).")
-    ] = 1,
+    batch: InferBatch = INFER_BATCH,
+    tta: Tta = 1,
     explain: Annotated[
         Path | None,
         typer.Option(help="Also write a Grad-CAM heatmap PNG per image into this folder."),

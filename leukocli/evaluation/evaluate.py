@@ -21,6 +21,7 @@ from .._util.progress import SILENT, Reporter
 from ..data.dataset import Dataset, Record, parse_map, scan
 from ..errors import LeukoError
 from ..modeling.bundle import Bundle, load_bundle, read_meta
+from . import INFER_BATCH
 from .metrics import classification_metrics
 from .predict import predict_probs
 
@@ -125,7 +126,7 @@ class Evaluation:
 def evaluate(
     data: Path,
     model: Path,
-    batch: int = 64,
+    batch: int = INFER_BATCH,
     group_by: str | None = None,
     mapping: Sequence[str] = (),
     ignore_unknown: bool = False,

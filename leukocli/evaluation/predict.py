@@ -22,6 +22,7 @@ from ..data.images import check_images
 from ..errors import LeukoError
 from ..modeling.augment import check_tta
 from ..modeling.bundle import Bundle
+from . import INFER_BATCH
 
 FORMATS = ("table", "csv", "json")
 
@@ -35,7 +36,7 @@ def check_batch(batch: int) -> None:
 def predict_probs(
     bundle: Bundle,
     paths: Sequence[Path | str],
-    batch: int = 64,
+    batch: int = INFER_BATCH,
     description: str = "predicting",
     tta: int = 1,
     reporter: Reporter = SILENT,
@@ -134,7 +135,7 @@ def collect_images(paths: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
 def predict_paths(
     paths: Sequence[str],
     bundle: Bundle,
-    batch: int = 64,
+    batch: int = INFER_BATCH,
     check: bool = True,
     collected: tuple[list[Path], list[tuple[str, str]]] | None = None,
     tta: int = 1,
