@@ -238,22 +238,23 @@ def test_interrupted_apply_names_its_manifest_and_the_undo(
     ("evaluate", "leukocli.evaluation.evaluate.evaluate"),
 ])
 def test_ctrl_c_in_any_command_is_one_line_and_exit_130(
-    project: Path, monkeypatch: pytest.MonkeyPatch, command: str, target: str
+    tiny_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str,
+    target: str
 ) -> None:
-    assert _train(project, project / "runs" / "r").code == 0
+    data, run = tiny_run
     module, name = target.rsplit(".", 1)
 
     def stop(*a: object, **kw: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(__import__(module, fromlist=[name]), name, stop)
-    before = tree_digest(project)
-    args = {"split": ("split", str(project / "d"), "--out", str(project / "s2")),
-            "predict": ("predict", str(project / "d"), "--model", str(project / "runs" / "r")),
-            "evaluate": ("evaluate", str(project / "s" / "val.csv"), "--model",
-                         str(project / "runs" / "r"))}[command]
+    before = tree_digest(data), tree_digest(run)
+    args = {"split": ("split", str(data), "--group-by", "none", "--out", str(tmp_path / "s")),
+            "predict": ("predict", str(data), "--model", str(run)),
+            "evaluate": ("evaluate", str(data), "--model", str(run), "--out",
+                         str(tmp_path / "e"))}[command]
     invoke(*args).one_line_error(130, "interrupted")
-    assert {k: v for k, v in tree_digest(project).items() if not k.startswith("s2/")} == before
+    assert (tree_digest(data), tree_digest(run)) == before
 
 
 # --------------------------------------------------------------------------- 6. foreign model
