@@ -21,6 +21,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n 2 on two cores: one TensorFlow thread per worker, not two each contending
+    for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 from leukocli.data.synth import make_dataset
 
 
