@@ -48,7 +48,8 @@ def audit(
     if top < 1:
         raise LeukoError(f"--top must be at least 1 (got {top})")
     if model is not None and (unused := _cv_options_given(ctx)):
-        raise LeukoError(f"{', '.join(unused)} only apply when audit runs the cross-validation "
+        verb = "applies" if len(unused) == 1 else "apply"
+        raise LeukoError(f"{', '.join(unused)} only {verb} when audit runs the cross-validation "
                          "itself; with --model the cv run's predictions are used as they are")
     ensure_writable_dir(out)
     oof, classes = _oof(data, model, opts, folds, group_by)
