@@ -168,6 +168,16 @@ def test_audit_finds_the_planted_label_errors(cv_run: tuple[Path, Path], tmp_pat
     issues = json.loads((tmp_path / "issues.json").read_text())
     assert all(g["conflict"] for g in issues["groups"])
     assert manifest.read_bytes() == before  # audit never changes the data
+    # the exclude list is what split --exclude takes: the top 5 suspect groups are left out
+    done = invoke("split", str(manifest), "--group-by", "none", "--exclude",
+                  str(tmp_path / "issues.json"), "--out", str(tmp_path / "s"))
+    assert done.code == 0, done.stderr
+    kept = {str(Path(q).resolve()) for f in ("train.csv", "val.csv")
+            for q in pd.read_csv(tmp_path / "s" / f).path}
+    suspects = images[images.group.astype(str).isin(set(groups[groups.suspect].group.head(5)))]
+    assert set(flipped) <= set(groups[groups.suspect].group.head(5))
+    assert kept and not kept & {str(Path(q).resolve()) for q in suspects.path}
+    assert len(kept) == len(images) - len(suspects)
 
 
 def test_audit_skips_what_the_cv_run_excluded(cv_run: tuple[Path, Path], tmp_path: Path
