@@ -5,6 +5,7 @@ foreign models, two runs at once, symlinked datasets, and the smaller ones)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -140,18 +141,24 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(project: Path, comm
     assert tree_digest(project) == before
 
 
-@pytest.fixture
-def readonly_dir(tmp_path: Path) -> Iterator[Path]:
-    """A read-only tmpfs (root can write anywhere else); skipped where mounting is not allowed."""
-    where = tmp_path / "ro"
+@contextlib.contextmanager
+def _tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at `where` (root can write anywhere else); the test is skipped where
+    mounting is not allowed."""
     where.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
                       capture_output=True, check=False).returncode:
-        pytest.skip("cannot mount a read-only tmpfs here")
+        pytest.skip("cannot mount a tmpfs here")
     try:
         yield where
     finally:
         subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "ro", "ro,size=64k") as where:
+        yield where
 
 
 def test_a_read_only_output_is_refused_before_any_work(project: Path, readonly_dir: Path) -> None:
@@ -168,20 +175,13 @@ def test_evaluating_a_run_in_a_read_only_folder_is_refused_before_any_work(
 ) -> None:
     """evaluate writes RUN/evaluate/ by default: a run on a read-only mount is refused."""
     data, run = tiny_run
-    where = tmp_path / "ro"
-    where.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
-                      capture_output=True, check=False).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "ro", "size=16m") as where:
         shutil.copytree(run, where / "run")
         subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
         before = tree_digest(where)
         invoke("evaluate", str(data), "--model", str(where / "run")).one_line_error(
             2, "Read-only file system")
         assert tree_digest(where) == before
-    finally:
-        subprocess.run(["umount", str(where)], check=False)
 
 
 def test_a_full_disk_while_saving_loses_nothing(project: Path, monkeypatch: pytest.MonkeyPatch
