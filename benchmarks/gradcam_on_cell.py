@@ -21,8 +21,9 @@ def cell_mask(image: np.ndarray, centre: tuple[float, float], grow: int = 6) -> 
     from scipy import ndimage
 
     from leukocli.evaluation.locate import stain_map
+    from leukocli.modeling.layers import STAIN_OFFSET
 
-    stain = stain_map(image) > 0.5
+    stain = stain_map(image, STAIN_OFFSET) > 0.5
     labels, n = ndimage.label(stain)
     if n == 0:
         return np.zeros(stain.shape, bool)

@@ -45,6 +45,7 @@ def reframe(img: Image.Image, centre: tuple[float, float], how: str) -> Image.Im
 def score_fold(fold: Path, limit: int) -> dict[str, list[int]]:
     from leukocli.evaluation.locate import stain_map
     from leukocli.modeling.bundle import load_bundle
+    from leukocli.modeling.layers import STAIN_OFFSET
 
     bundle = load_bundle(fold)
     val = pd.read_csv(fold / "val.csv")
@@ -56,7 +57,7 @@ def score_fold(fold: Path, limit: int) -> dict[str, list[int]]:
         imgs = [Image.open(p).convert("RGB") for p in part.path]
         centres = []
         for im in imgs:
-            s = stain_map(np.asarray(im, np.float32))
+            s = stain_map(np.asarray(im, np.float32), STAIN_OFFSET)
             ys, xs = np.nonzero(s > 0.5 * s.max()) if s.max() > 0 else ([im.height / 2],
                                                                          [im.width / 2])
             centres.append((float(np.mean(ys)), float(np.mean(xs))))

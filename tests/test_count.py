@@ -71,6 +71,21 @@ def test_two_lobes_are_one_cell_two_touching_nuclei_two_cells_a_big_round_one_on
     assert len(locate_cells(big)) == 1
 
 
+def test_the_stain_level_follows_the_background_not_the_crowd() -> None:
+    """A field crowded with red cells (its median is red) must not turn the pale plasma
+    between them into nuclei, and a close-up filled by one cell must still find it."""
+    yy, xx = np.mgrid[:480, :640]
+    rgb = np.empty((480, 640, 3), np.float32)
+    rgb[:] = (232, 230, 230)  # plasma: neutral, the brightest
+    red = (np.sin(yy / 9.0) + np.sin(xx / 11.0)) > -0.6  # red cells on ~70% of the field
+    rgb[red] = (214, 150, 164)
+    rgb[np.hypot(yy - 240, xx - 320) <= 58] = (110, 60, 170)  # one nucleus
+    assert red.mean() > 0.6
+    assert len(locate_cells(Image.fromarray(rgb.astype(np.uint8)))) == 1
+    close = _disc_photo([(240, 320, 230)])  # one cell over half the photo
+    assert len(locate_cells(close)) == 1
+
+
 def test_outputs_parse_and_agree(fields: Path, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -203,8 +203,9 @@ def test_audit_skips_what_the_cv_run_excluded(cv_run: tuple[Path, Path], tmp_pat
     (copy / "cv.json").write_text(json.dumps(plan))  # without the exclude: a wrong dataset
     invoke("audit", str(manifest), "--model", str(copy)).one_line_error(
         2, "1 image(s) of")
-    invoke("audit", str(manifest), "--model", str(copy), "--folds", "3", "--epochs", "2"
-           ).one_line_error(2, "--folds, --epochs only apply when audit runs the cross-valid")
+    invoke("audit", str(manifest), "--model", str(copy), "--folds", "3", "--epochs", "2",
+           "--no-augment").one_line_error(
+        2, "--folds, --epochs, --augment/--no-augment only apply when audit runs the cross-")
 
 
 def test_report_is_one_self_contained_html_file(cv_run: tuple[Path, Path], tmp_path: Path

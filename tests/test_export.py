@@ -111,6 +111,8 @@ def test_predict_explain_writes_one_heatmap_per_classified_image(
     maps = {p.stem.split("-", 1)[1].removesuffix("-gradcam")
             for p in (tmp_path / "maps").glob("*-gradcam.png")}
     assert len(shown) >= 8 and maps == shown
+    written = list((tmp_path / "maps").glob("*-gradcam.png"))
+    assert len(written) == len(done.stdout.splitlines()) - 1  # one per row, none overwritten
 
 
 def test_numpy_views_match_tensorflow_views() -> None:

@@ -382,7 +382,8 @@ def test_a_huge_image_gives_one_leuko_line_not_python_warnings(
     assert "12 very large image(s)" in notes.warnings[0]
 
 
-def test_bad_options_are_refused_before_tensorflow_loads(tmp_path: Path) -> None:
+def test_bad_options_are_refused_before_tensorflow_loads(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cases = [["train", "--img", "240x"], ["train", "--batch", "0"],
              ["train", "--backbone", "compact", "--tta", "3"],
              ["predict", "x.jpg", "--tta", "99"], ["evaluate", "--tta", "0"],
@@ -407,6 +408,7 @@ def test_bad_options_are_refused_before_tensorflow_loads(tmp_path: Path) -> None
     assert all(code == 2 for code, _ in results), (results, proc.stderr[-2000:])
     assert not any(tf for _, tf in results), results
     assert "Traceback" not in proc.stderr
+    monkeypatch.chdir(tmp_path)  # were a refusal to regress, it writes here, not in the repo
     for argv in cases:  # and each bad value is one line saying what is wrong
         if "--tta" not in argv or argv[0] != "train":  # no such option: Typer's usage box
             invoke(*argv).one_line_error(2)

@@ -69,7 +69,8 @@ _OWN = ("data", "model", "out", "top", "exclude")
 
 def _cv_options_given(ctx: typer.Context) -> list[str]:
     """The training/cv options typed on the command line (they would be silently unused)."""
-    return [p.opts[0] for p in ctx.command.params if p.name not in _OWN and p.opts and
+    return ["/".join([*p.opts[:1], *getattr(p, "secondary_opts", [])[:1]])
+            for p in ctx.command.params if p.name not in _OWN and p.opts and
             getattr(ctx.get_parameter_source(str(p.name)), "name", "") == "COMMANDLINE"]
 
 

@@ -1,3 +1,3 @@
 """Using trained models: predictions, metrics, evaluation outputs and plots."""
 
-INFER_BATCH = 64  # images per inference batch: predict, evaluate, explain, count
+INFER_BATCH = 64  # images per inference batch: the default of predict and evaluate

@@ -6,8 +6,8 @@ closed so the lobes of one nucleus join, and cut into connected components. Piec
 close together, or that together are no wider than one nucleus can be, are one nucleus
 (the separate lobes of an eosinophil); a component far larger than one cell is two
 touching cells and is split in two, unless it is round (a large monocyte). The stain
-level is relative to each photo's median colour, so a field tinted red or blue by its
-stain batch keeps its pale nuclei. A cell's box is its nucleus's extent grown to the cell.
+level is relative to each photo's background colour, so a field tinted red or blue by
+its stain batch keeps its pale nuclei. A cell's box is its nucleus's extent grown to the cell.
 Every size is a fraction of the photo's shorter side (`cell`: the expected white-cell
 diameter), so the same rules hold at any resolution; other magnifications change
 `cell`, not the code.
@@ -21,7 +21,10 @@ import numpy as np
 from PIL import Image
 
 WORK_SIDE = 240  # the shorter side the stain map is analysed at
-PURPLE_ABOVE_MEDIAN = 21.0  # same result from 19 to 35 on BCCD (README, Counting)
+# "purple" starts this far above the background's blue-minus-red: on BCCD's median photo
+# the fixed level the cell crop uses (15); the same result from 17 to 31 (README, Counting)
+PURPLE_ABOVE_BACKGROUND = 19.0
+LEVEL_RANGE = (-25.0, 40.0)  # a photo with no background left (all cell) keeps a sane level
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class LocatorParams:
     min_area: float = 0.3  # smallest nucleus, as a share of a typical one's area
     split: float = 1.25  # a nucleus wider than this (x cell) is two touching cells ...
     elongated: float = 0.65  # ... if elongated: minor/major axis below this (two discs 0.45)
+    lobes: float = 2.0  # separate pieces with at most this much stain (x typical) may be lobes
     grow: float = 1.35  # cell box / nucleus extent
     min_box: float = 0.55  # smallest cell box side (x cell)
     round: float = 0.85  # each box side is at least this share of the longest (cells are round)
@@ -51,15 +55,19 @@ class Located:
     centre: tuple[float, float] = field(default=(0.0, 0.0))  # (y, x)
 
 
-def stain_map(rgb: np.ndarray) -> np.ndarray:
+def stain_map(rgb: np.ndarray, level: float | None = None) -> np.ndarray:
     """0-1 "purple" per pixel, smoothed a little: blue minus red, counted from the photo's
-    own median (background and red cells), so a redder or bluer stain shifts the level
-    with it. 21 above the median is the fixed level the cell crop uses (15) on BCCD's
-    median photo."""
+    background (the colour of its brightest fifth: plasma between the cells), so a redder
+    or bluer stain shifts the level with it, while a field crowded with red cells or
+    filled by one large cell does not. A fixed `level` gives the cell crop's own map
+    (`layers.STAIN_OFFSET`)."""
     from scipy import ndimage
 
     purple = rgb[..., 2] - rgb[..., 0]
-    level = float(np.median(purple)) + PURPLE_ABOVE_MEDIAN
+    if level is None:
+        bright = rgb.mean(axis=-1)
+        background = float(np.median(purple[bright >= np.percentile(bright, 80)]))
+        level = float(np.clip(background + PURPLE_ABOVE_BACKGROUND, *LEVEL_RANGE))
     raw = np.clip((purple - level) / 20.0, 0.0, 1.0)
     return ndimage.gaussian_filter(raw, 1.0)
 
@@ -102,15 +110,17 @@ def _merge_pieces(parts: list[np.ndarray], p: LocatorParams, diameter: float
     return parts
 
 
-def _join_lobes(parts: list[np.ndarray], p: LocatorParams, diameter: float
+def _join_lobes(parts: list[np.ndarray], p: LocatorParams, diameter: float, typical: float
                 ) -> list[np.ndarray]:
-    """Join nucleus-sized pieces that together are no wider than one nucleus can be."""
+    """Join pieces that together are no wider than one nucleus can be and hold no more
+    stain than one large nucleus (two whole nuclei side by side stay two cells)."""
     parts = list(parts)
     a = 0
     while a < len(parts):
         for b in range(len(parts) - 1, a, -1):  # from the end: popping b keeps a..b-1
             both = np.concatenate([parts[a], parts[b]])
-            if np.ptp(both, axis=0).max() <= p.split * diameter:
+            if (len(both) <= p.lobes * typical
+                    and np.ptp(both, axis=0).max() <= p.split * diameter):
                 parts[a] = both
                 parts.pop(b)
         a += 1
@@ -123,7 +133,7 @@ def _two_cells(pts: np.ndarray, p: LocatorParams, diameter: float) -> bool:
     if np.ptp(pts, axis=0).max() <= p.split * diameter:
         return False
     minor, major = np.linalg.eigvalsh(np.cov(pts.T.astype(np.float64)))
-    return bool(np.sqrt(minor / max(major, 1e-9)) < p.elongated)
+    return bool(np.sqrt(max(minor, 0.0) / max(major, 1e-9)) < p.elongated)
 
 
 def _split_two(pts: np.ndarray) -> list[np.ndarray]:
@@ -150,7 +160,8 @@ def locate_cells(image: Image.Image | np.ndarray, params: LocatorParams | None =
     typical = np.pi / 4 * (0.6 * diameter) ** 2  # a nucleus about 0.6 of the cell across
     pieces = _merge_pieces(_components(stain_map(np.asarray(small, np.float32)), p, diameter),
                            p, diameter)
-    pieces = _join_lobes([q for q in pieces if len(q) >= p.min_area * typical], p, diameter)
+    pieces = _join_lobes([q for q in pieces if len(q) >= p.min_area * typical], p, diameter,
+                         typical)
     found: list[Located] = []
     limit = (img.width, img.height)
     for pts in pieces:
