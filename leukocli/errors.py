@@ -31,3 +31,10 @@ class Interrupted(LeukoError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, exit_code=EXIT_INTERRUPTED)
+
+
+def check_batch(batch: int) -> None:
+    """The one check of --batch, for training and inference alike (here, so that checking
+    training options on the help path imports nothing heavier)."""
+    if batch < 1:
+        raise LeukoError(f"--batch must be at least 1 (got {batch})")

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from ..errors import EXIT_PARTIAL, LeukoError
+from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
 from .console import RichReporter, console, info
 from .options import INFER_BATCH, InferBatch, Tta
@@ -75,7 +75,6 @@ def _check(
     from .._util.files import ensure_writable_dir
     from ..curation.groups import check_group_spec
     from ..evaluation.evaluate import default_data, output_dir
-    from ..evaluation.predict import check_batch
     from ..modeling.augment import check_tta
     from ..modeling.bundle import resolve_run_dir
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import EXIT_PARTIAL, LeukoError
+from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
 from .console import RichReporter, console, err_console
 from .options import INFER_BATCH, InferBatch, Tta
@@ -43,7 +43,7 @@ def predict(
     Exit codes: 0 when every input was classified; 1 when some were unreadable (they are
     listed on stderr, or as {path, error} objects in --format json); 2 for bad input.
     """
-    from ..evaluation.predict import FORMATS, check_batch, collect_images, predict_paths
+    from ..evaluation.predict import FORMATS, collect_images, predict_paths
     from ..modeling.augment import check_tta
     from ..modeling.bundle import resolve_run_dir
 

@@ -19,18 +19,12 @@ import numpy as np
 from .._util.progress import SILENT, Reporter
 from ..data.dataset import find_images
 from ..data.images import check_images
-from ..errors import LeukoError
+from ..errors import LeukoError, check_batch
 from ..modeling.augment import check_tta
 from ..modeling.bundle import Bundle
 from . import INFER_BATCH
 
 FORMATS = ("table", "csv", "json")
-
-
-def check_batch(batch: int) -> None:
-    """The one check of --batch."""
-    if batch < 1:
-        raise LeukoError(f"--batch must be at least 1 (got {batch})")
 
 
 def predict_probs(

@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ..data.dataset import parse_map
-from ..errors import LeukoError
-from ..evaluation.predict import check_batch
+from ..errors import LeukoError, check_batch
 from ..modeling.backbones import (
     check_input_size,
     get_backbone_spec,
