@@ -174,8 +174,9 @@ def test_audit_finds_the_planted_label_errors(cv_run: tuple[Path, Path], tmp_pat
     assert done.code == 0, done.stderr
     kept = {str(Path(q).resolve()) for f in ("train.csv", "val.csv")
             for q in pd.read_csv(tmp_path / "s" / f).path}
-    suspects = images[images.group.astype(str).isin(set(groups[groups.suspect].group.head(5)))]
-    assert set(flipped) <= set(groups[groups.suspect].group.head(5))
+    top_suspects = set(groups[groups.suspect].group.head(5))
+    assert set(flipped) <= top_suspects
+    suspects = images[images.group.astype(str).isin(top_suspects)]
     assert kept and not kept & {str(Path(q).resolve()) for q in suspects.path}
     assert len(kept) == len(images) - len(suspects)
 

@@ -20,7 +20,7 @@ from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_
 from .._util.progress import SILENT, Reporter
 from ..data.dataset import Dataset, Record, parse_map, scan
 from ..errors import LeukoError
-from ..modeling.bundle import Bundle, load_bundle, read_meta
+from ..modeling.bundle import Bundle, ensemble_members, load_bundle, read_meta
 from . import INFER_BATCH
 from .metrics import classification_metrics
 from .predict import predict_probs
@@ -192,8 +192,6 @@ def write_predictions(
 def output_dir(model: Path, bundle_run_dir: Path | None, out: Path | None) -> Path:
     """Where evaluate writes: --out, else the run directory (its evaluate/ folder for a cv
     ensemble, whose confusion.png is the out-of-fold one), else beside the model file."""
-    from ..modeling.bundle import ensemble_members
-
     if out is not None:
         return Path(out)
     if bundle_run_dir is not None:

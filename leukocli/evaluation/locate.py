@@ -113,7 +113,7 @@ def _merge_pieces(parts: list[np.ndarray], p: LocatorParams, diameter: float
 def _join_lobes(parts: list[np.ndarray], p: LocatorParams, diameter: float, typical: float
                 ) -> list[np.ndarray]:
     """Join pieces that together are no wider than one nucleus can be and hold no more
-    stain than one large nucleus (two whole nuclei side by side stay two cells)."""
+    stain than `lobes` typical nuclei (two large nuclei side by side stay two cells)."""
     parts = list(parts)
     a = 0
     while a < len(parts):

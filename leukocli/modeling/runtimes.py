@@ -127,8 +127,6 @@ def _import(kind: str, path: Path) -> Any:
     return require_extra(names, extra, f"running {path.name}")[-1]
 
 
-
-
 # --------------------------------------------------------------------------- images
 def load_images(paths: Sequence[Path | str], size: tuple[int, int]) -> np.ndarray:
     """float32 RGB 0-255 batches fitted into `size` with Pillow, as modeling.loader does:
