@@ -355,3 +355,31 @@ def test_ctrl_c_is_raised_at_the_next_batch_boundary_and_the_handler_restored() 
     finally:
         guard.restore()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_the_train_step_makes_no_variable_so_it_is_traced_once(precision: str) -> None:
+    """A variable made while Keras traces its step makes TensorFlow trace it twice (the
+    slow part of a start); the loss-scale wrapper of mixed_float16 must be built too."""
+    import tensorflow as tf
+
+    from leukocli.training.schedule import compile_for_training
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = build_model("compact", (32, 32), 4)
+        compile_for_training(model, keras.optimizers.Adam(1e-3), 0.1)
+        made: list[str] = []
+
+        def creator(next_creator, **kw):  # type: ignore[no-untyped-def]
+            made.append(str(kw.get("name")))
+            return next_creator(**kw)
+
+        x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        with tf.variable_creator_scope(creator):
+            history = model.fit(x, keras.utils.to_categorical([0, 1, 2, 3], 4), verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert made == []
+    assert set(history.history) == {"loss", "accuracy"}  # the names run folders record

@@ -27,7 +27,7 @@ from ..modeling.bundle import META_FILE
 from ..modeling.loader import build_dataset
 from ..modeling.model import build_model, set_backbone_trainable
 from .callbacks import CtrlC, EpochProgress, RunRecorder, SyncMovingStatistics
-from .hardware import make_strategy, pick_precision
+from .hardware import make_strategy, op_error_line, pick_precision
 from .options import TrainOptions, TrainPlan, resolve
 from .run import (
     CHECKPOINT_DIR,
@@ -39,7 +39,14 @@ from .run import (
     load_split,
     read_run_options,
 )
-from .schedule import Phase, class_weight_map, head_epochs_for, make_optimizer, phases_for
+from .schedule import (
+    Phase,
+    class_weight_map,
+    compile_for_training,
+    head_epochs_for,
+    make_optimizer,
+    phases_for,
+)
 
 
 @dataclass
@@ -94,9 +101,8 @@ def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> _Inputs:
     return _Inputs(train, val, classes, manifests)
 
 
-def run_metadata(
-    plan: TrainPlan, inputs: _Inputs, precision: str, strategy: str
-) -> dict[str, Any]:
+def run_metadata(plan: TrainPlan, inputs: _Inputs, precision: str, strategy: str
+                 ) -> dict[str, Any]:
     """What leuko.json says about a run, beside its progress (epochs_done, best, status)."""
     opts, recipe = plan.options, plan.recipe
     spec = get_backbone_spec(opts.backbone)
@@ -296,7 +302,7 @@ def _fit_phases(fit: _Fit, phases: list[Phase]) -> bool:
         fit.run.meta["status"] = "interrupted"
         fit.run.write_meta()
         raise LeukoError(
-            f"another training worker stopped or stopped answering ({_op_error_line(exc)}); "
+            f"another training worker stopped or stopped answering ({op_error_line(exc)}); "
             f"this worker stopped too: restart the others, then continue every worker with "
             f"`leuko train --resume --out {fit.run.dir}`"
         ) from None
@@ -306,24 +312,14 @@ def _fit_phases(fit: _Fit, phases: list[Phase]) -> bool:
     return False
 
 
-def _op_error_line(exc: tf.errors.OpError) -> str:
-    """The readable part of a TensorFlow error: its first line, without the node name."""
-    first = (exc.message or str(exc)).strip().splitlines()[0]
-    return first.split("}} ", 1)[-1][:160]
-
-
 def _compile(fit: _Fit, phase: Phase) -> None:
     recipe = fit.plan.recipe
     if fit.plan.weights is not None:
         set_backbone_trainable(fit.model, phase.backbone_trainable,
                                fit.plan.options.unfreeze if phase.number == 2 else 0)
     with fit.strategy.scope():
-        fit.model.compile(
-            optimizer=make_optimizer(recipe, phase.lr, fit.steps_per_epoch,
-                                     phase.end - phase.start),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-            metrics=["accuracy"],
-        )
+        optimizer = make_optimizer(recipe, phase.lr, fit.steps_per_epoch, phase.end - phase.start)
+        compile_for_training(fit.model, optimizer, recipe.label_smoothing)
     if phase.number == 2 and fit.phase1_end.exists():
         with warnings.catch_warnings():  # phase 1's optimizer state is not wanted
             warnings.simplefilter("ignore")

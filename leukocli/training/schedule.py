@@ -70,3 +70,17 @@ def make_optimizer(
     if recipe.weight_decay > 0:
         return keras.optimizers.AdamW(learning_rate=rate, weight_decay=recipe.weight_decay)
     return keras.optimizers.Adam(learning_rate=rate)
+
+
+def compile_for_training(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, label_smoothing: float
+) -> None:
+    """Compile with a metric object and build the optimizer now. Keras otherwise makes
+    those variables while tracing its train step, and TensorFlow then traces the step a
+    second time: the slow part of a run's start (benchmarks/train_startup.py)."""
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    model.optimizer.build(model.trainable_variables)  # the loss-scale wrapper too, if any
