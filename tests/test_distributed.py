@@ -108,6 +108,8 @@ def test_killing_one_worker_stops_the_other_with_one_line(
     for line in survivor.stderr:  # wait until training really runs on both
         if line.startswith("epoch 1/"):
             break
+    else:
+        pytest.fail("the workers never finished an epoch together")
     victim.kill()
     victim.wait(timeout=60)
     _, err = survivor.communicate(timeout=120)  # no hang: the peer's loss is noticed
