@@ -383,3 +383,32 @@ def test_the_train_step_makes_no_variable_so_it_is_traced_once(precision: str) -
         keras.mixed_precision.set_global_policy(previous)
     assert made == []
     assert set(history.history) == {"loss", "accuracy"}  # the names run folders record
+
+
+def test_the_first_batch_of_each_fit_says_why_it_is_slow() -> None:
+    """While the train step is built the bar stands at zero; its note says why, once per
+    fit (a transfer run's second phase builds a new step)."""
+    from contextlib import contextmanager
+
+    from leukocli._util.progress import Reporter
+    from leukocli.training.callbacks import FIRST_STEP_NOTE, EpochProgress
+
+    updates: list[tuple[str, int, object]] = []
+
+    class Recording(Reporter):
+        @contextmanager
+        def task(self, description: str, total: int | None):  # type: ignore[no-untyped-def]
+            yield lambda n=1, **f: updates.append((description, n, f.get("note")))
+
+    cb = EpochProgress(Recording(), n_train=8, batch=4, epochs=3)
+    cb.set_params({"steps": 2})
+    logs = {"loss": 1.0, "accuracy": 0.5, "learning_rate": 1e-3}
+    for phase_epochs in ([0, 1], [2]):
+        cb.on_train_begin()
+        for epoch in phase_epochs:
+            cb.on_epoch_begin(epoch)
+            cb.on_train_batch_end(0, logs)
+            cb.on_epoch_end(epoch, logs)
+    slow = [d for d, n, note in updates if note == FIRST_STEP_NOTE]
+    assert slow == ["epoch 1/3", "epoch 3/3"]
+    assert all(n == 0 for _, n, note in updates if note == FIRST_STEP_NOTE)

@@ -27,6 +27,9 @@ def learning_rate_of(model: keras.Model) -> float:
         return float("nan")
 
 
+FIRST_STEP_NOTE = "building the training step: a run's first batch takes longest"
+
+
 class EpochProgress(keras.callbacks.Callback):
     """A task per epoch (batches, img/s, running loss/accuracy) and a summary line."""
 
@@ -39,6 +42,10 @@ class EpochProgress(keras.callbacks.Callback):
         self._stack = ExitStack()
         self._advance: Advance | None = None
         self._t0 = 0.0
+        self._first = True
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._first = True
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         steps = self.params.get("steps") if self.params else None
@@ -46,6 +53,9 @@ class EpochProgress(keras.callbacks.Callback):
         self._advance = self._stack.enter_context(
             self.reporter.task(f"epoch {epoch + 1}/{self.epochs}", steps)
         )
+        if self._first:  # a bar standing still for a minute (InceptionResNetV2) says why
+            self._advance(0, note=FIRST_STEP_NOTE)
+            self._first = False
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._advance is None:
