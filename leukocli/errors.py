@@ -9,11 +9,16 @@ EXIT_USAGE = 2  # bad input: missing path, wrong layout, bad option value, busy 
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
-def first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's first line (or its type's name), short enough for a one-line error:
-    libraries such as h5py, onnxruntime and Keras raise multi-line messages."""
+    libraries such as h5py, onnxruntime and Keras raise multi-line messages, and
+    TensorFlow's lead with the graph node that failed ("{{function_node ...}} "), which
+    tells a user nothing and is dropped."""
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    line = text[0] if text else type(exc).__name__
+    if line.startswith("{{"):
+        line = line.split("}} ", 1)[-1]
+    return line[:limit]
 
 
 class LeukoError(Exception):

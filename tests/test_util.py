@@ -72,3 +72,15 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) ->
     (out / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "what": "old run"}))
     with output_lock(out, "third") as lock:  # the holder is gone: its lock is stale
         assert json.loads(lock.read_text())["what"] == "third"
+
+
+def test_first_line_is_one_readable_line_of_any_library_error() -> None:
+    from leukocli.errors import first_line
+
+    tf_error = ValueError("{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/"
+                          "task:0/device:CPU:0}} Collective ops is aborted by: recvmsg:"
+                          "Connection reset by peer\n\nOriginal stack trace ...")
+    assert first_line(tf_error) == "Collective ops is aborted by: recvmsg:Connection reset by peer"
+    assert first_line(ValueError("config {'a': {'b': 1}} is bad\nmore")) == (
+        "config {'a': {'b': 1}} is bad")  # only a leading node name is dropped
+    assert first_line(KeyError()) == "KeyError" and len(first_line(OSError("x" * 500), 160)) == 160

@@ -110,10 +110,3 @@ def make_strategy(name: str, reporter: Reporter = SILENT) -> tuple[tf.distribute
     strategy = tf.distribute.MirroredStrategy(devices=devices or None)
     n = strategy.num_replicas_in_sync
     return strategy, f"mirrored over {n} device(s): {', '.join(devices)}"
-
-
-def op_error_line(exc: tf.errors.OpError) -> str:
-    """The readable part of a TensorFlow error (a lost peer): its first line, without the
-    node name."""
-    first = (exc.message or str(exc)).strip().splitlines()[0]
-    return first.split("}} ", 1)[-1][:160]

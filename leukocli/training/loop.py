@@ -20,14 +20,14 @@ from .._tf import keras, tf
 from .._util.files import ensure_writable_dir, output_lock
 from .._util.progress import SILENT, Reporter
 from ..data.dataset import Dataset, parse_map, relabel
-from ..errors import LeukoError
+from ..errors import LeukoError, first_line
 from ..evaluation.plots import plot_curves
 from ..modeling.backbones import get_backbone_spec
 from ..modeling.bundle import META_FILE
 from ..modeling.loader import build_dataset
 from ..modeling.model import build_model, set_backbone_trainable
 from .callbacks import CtrlC, EpochProgress, RunRecorder, SyncMovingStatistics
-from .hardware import make_strategy, op_error_line, pick_precision
+from .hardware import make_strategy, pick_precision
 from .options import TrainOptions, TrainPlan, resolve
 from .run import (
     CHECKPOINT_DIR,
@@ -302,7 +302,7 @@ def _fit_phases(fit: _Fit, phases: list[Phase]) -> bool:
         fit.run.meta["status"] = "interrupted"
         fit.run.write_meta()
         raise LeukoError(
-            f"another training worker stopped or stopped answering ({op_error_line(exc)}); "
+            f"another training worker stopped or stopped answering ({first_line(exc, 160)}); "
             f"this worker stopped too: restart the others, then continue every worker with "
             f"`leuko train --resume --out {fit.run.dir}`"
         ) from None
