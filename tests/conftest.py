@@ -139,18 +139,15 @@ def make_tiny_run(
     from leukocli.data.dataset import scan
     from leukocli.modeling.bundle import save_bundle
     from leukocli.modeling.loader import build_dataset
+    from leukocli.modeling.model import build_model
 
     data = root / "data"
     make_dataset(data, per_class=per_class, size=size, seed=seed, siblings=2, plant=False)
     ds = scan(data)
     index = {c: i for i, c in enumerate(ds.classes)}
     keras.utils.set_random_seed(0)
-    inp = keras.Input((*size, 3))
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(len(ds.classes), activation="softmax")(x)
-    model = keras.Model(inp, out)
+    # a real leuko model (leuko refuses any other), as small as one gets: compact, no crop
+    model = build_model("compact", size, len(ds.classes), crop_cell=0, head_filters=16)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
     train = build_dataset(
         [str(r.path) for r in ds.records], [index[r.label] for r in ds.records], size, 8,
@@ -158,7 +155,7 @@ def make_tiny_run(
     )
     model.fit(train, epochs=2, verbose=0)
     run = root / "runs" / "tiny"
-    save_bundle(run, model, {"classes": ds.classes, "img_size": list(size), "backbone": "tiny"})
+    save_bundle(run, model, {"classes": ds.classes, "img_size": list(size), "backbone": "compact"})
     return data, run
 
 

@@ -155,31 +155,63 @@ def resolve_run_dir(path: Path) -> Path:
     return p.resolve()
 
 
-def _load_model(model_path: Path, trusted: bool) -> keras.Model:
-    # Custom layers registered by leukocli.model must be importable before deserialising.
+def _load_model(model_path: Path) -> keras.Model:
+    """Deserialise a .keras file in Keras's safe mode, always.
+
+    A run folder is what people pass around, and anyone can write a leuko.json beside a
+    model, so nothing in or beside the file decides whether its code may run: safe mode
+    refuses Lambda layers and any other serialised Python (leuko builds none), and
+    classes outside Keras and leuko's registered layers are unknown to it.
+    """
     import importlib
 
     from .._tf import keras
 
-    importlib.import_module("leukocli.modeling.layers")
+    importlib.import_module("leukocli.modeling.layers")  # leuko's registered layers
     if not zipfile.is_zipfile(model_path):
         raise LeukoError(f"{model_path} is not a Keras model file (a .keras file is a zip archive)")
     try:
-        return keras.models.load_model(model_path, compile=False)
-    except ValueError as exc:
-        # Lambda layers need safe_mode=False; allow it only for leuko's own runs.
-        if trusted and "safe_mode" in str(exc):
-            try:
-                return keras.models.load_model(model_path, compile=False, safe_mode=False)
-            except Exception as exc2:  # noqa: BLE001
-                exc = exc2  # type: ignore[assignment]
-        raise LeukoError(
-            f"{model_path} is not a loadable Keras model ({first_line(exc)})"
-        ) from None
-    except Exception as exc:  # zipfile.BadZipFile, OSError, KeyError...: a file that is no model
-        raise LeukoError(
-            f"{model_path} is not a loadable Keras model ({first_line(exc)})"
-        ) from None
+        return keras.models.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, OSError, KeyError, TypeError...
+        reason = ("it holds Python code (a Lambda layer or similar), which leuko never runs"
+                  if "safe_mode" in str(exc) else first_line(exc))
+        raise LeukoError(f"{model_path} is not a loadable leuko model ({reason})") from None
+
+
+def check_leuko_model(model: keras.Model, classes: list[str], img_size: tuple[int, int],
+                      where: Path) -> None:
+    """Refuse a Keras model that is not what leuko builds, once, when it is loaded.
+
+    Every command then relies on the same facts: the input is (None, h, w, 3) at the
+    run's image size, the output is a float32 softmax `probs` over the run's classes, and
+    a nested `backbone` model sits inside (Grad-CAM and --weights RUN read it). A model of
+    another shape beside a copied leuko.json is refused in one line instead of answering
+    with confident nonsense or a traceback further on.
+    """
+    from .._tf import keras
+
+    h, w = img_size
+    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    if shape is None or len(shape) != 4 or tuple(shape[1:]) != (h, w, 3):
+        raise LeukoError(f"{where} is not a leuko model of this run: it takes input "
+                         f"{_shape_text(model.input_shape)}, and its {META_FILE} says "
+                         f"{h}x{w} RGB images")
+    out = model.output_shape
+    if isinstance(out, list) or len(out) != 2 or out[-1] != len(classes):
+        raise LeukoError(f"{where} outputs {_shape_text(out)}, but its {META_FILE} lists "
+                         f"{len(classes)} classes")
+    last = model.layers[-1] if model.layers else None
+    backbone = next((layer for layer in model.layers if layer.name == "backbone"), None)
+    if (last is None or last.name != "probs" or getattr(last, "activation", None)
+            is not keras.activations.softmax or not isinstance(backbone, keras.Model)):
+        raise LeukoError(f"{where} is not a model leuko built (no `backbone` and softmax "
+                         "`probs` layers); leuko uses only models it trained itself")
+
+
+def _shape_text(shape: object) -> str:
+    if isinstance(shape, tuple | list) and all(isinstance(v, int | None) for v in shape):
+        return "x".join("?" if v is None else str(v) for v in shape[1:]) or "()"
+    return str(shape)
 
 
 def locate(path: Path) -> tuple[Path, Path, Path | None]:
@@ -287,7 +319,8 @@ def load_bundle(path: Path) -> Bundle:
     if kind:  # an exported artefact, run by its own runtime
         card = read_card(p)
         h, w = (int(v) for v in card["img_size"])
-        return Bundle(load_runtime(p, kind), [str(c) for c in card["classes"]], (h, w), card,
+        classes = [str(c) for c in card["classes"]]
+        return Bundle(load_runtime(p, kind, (h, w), len(classes)), classes, (h, w), card,
                       None, kind)
     members = ensemble_members(p)
     if members is not None:
@@ -296,15 +329,8 @@ def load_bundle(path: Path) -> Bundle:
     if not zipfile.is_zipfile(model_path):
         raise LeukoError(f"{model_path} is not a Keras model file (a .keras file is a zip archive)")
     meta = read_run_meta(meta_path, model_path)
-    model = _load_model(model_path, trusted=True)
-    out_shape = model.output_shape
-    if isinstance(out_shape, list):
-        out_shape = out_shape[0]
-    n_out = int(out_shape[-1]) if out_shape and out_shape[-1] else None
+    model = _load_model(model_path)
     h, w = (int(v) for v in meta["img_size"])
     classes = [str(c) for c in meta["classes"]]
-    if n_out is not None and n_out != len(classes):
-        raise LeukoError(
-            f"{model_path} outputs {n_out} classes but {meta_path.name} lists {len(classes)}"
-        )
+    check_leuko_model(model, classes, (h, w), model_path)
     return Bundle(model=model, classes=classes, img_size=(h, w), meta=meta, run_dir=run_dir)

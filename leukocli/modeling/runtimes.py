@@ -51,16 +51,38 @@ def read_card(path: Path) -> dict[str, Any]:
     return meta
 
 
+def check_shapes(path: Path, inputs: Sequence[Any], output: Sequence[Any],
+                 img_size: tuple[int, int], n_classes: int) -> None:
+    """Refuse an artefact whose input is not (batch, h, w, 3) at the card's size or whose
+    output is not one probability per class of the card: checked once, when loading,
+    instead of failing inside the runtime on the first batch."""
+    want = [img_size[0], img_size[1], 3]
+    dims = [d if isinstance(d, int) and d > 0 else None for d in inputs]
+    if len(dims) != 4 or dims[1:] != want:
+        raise LeukoError(f"{path} takes input {_dims(inputs)}, but its card says "
+                         f"{img_size[0]}x{img_size[1]} RGB images; it is not this leuko export")
+    if len(output) != 2 or output[-1] != n_classes:
+        raise LeukoError(f"{path} outputs {_dims(output)}, but its card lists {n_classes} "
+                         "classes; it is not this leuko export")
+
+
+def _dims(shape: Sequence[Any]) -> str:
+    return "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape)
+
+
 class OnnxModel:
     """An ONNX model behind the one call predict needs."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, img_size: tuple[int, int], n_classes: int) -> None:
         ort = _import("onnx", path)
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own zoo
             raise LeukoError(f"{path} is not a loadable ONNX model ({first_line(exc)})") from None
-        self.input = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        check_shapes(path, first.shape, self.session.get_outputs()[0].shape, img_size,
+                     n_classes)
+        self.input = first.name
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})
@@ -70,14 +92,16 @@ class OnnxModel:
 class LiteRTModel:
     """A LiteRT (TensorFlow Lite) model behind the one call predict needs."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, img_size: tuple[int, int], n_classes: int) -> None:
         litert = _import("litert", path)
         try:
             self.interpreter = litert.Interpreter(model_path=str(path))
         except Exception as exc:  # noqa: BLE001
             raise LeukoError(f"{path} is not a loadable LiteRT model ({first_line(exc)})") from None
-        self.input = self.interpreter.get_input_details()[0]["index"]
-        self.output = self.interpreter.get_output_details()[0]["index"]
+        first, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        check_shapes(path, [int(d) for d in first["shape"]], [int(d) for d in out["shape"]],
+                     img_size, n_classes)
+        self.input, self.output = first["index"], out["index"]
         self.batch = -1
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
@@ -93,23 +117,31 @@ class LiteRTModel:
 class SavedModelModel:
     """A SavedModel's serving function (this one needs TensorFlow)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, img_size: tuple[int, int], n_classes: int) -> None:
         from .._tf import tf
 
         try:
             self.loaded = tf.saved_model.load(str(path))
         except Exception as exc:  # noqa: BLE001
             raise LeukoError(f"{path} is not a loadable SavedModel ({first_line(exc)})") from None
-        if not hasattr(self.loaded, "serve"):
+        if not hasattr(self.loaded, "serve") or not self.loaded.serve.concrete_functions:
             raise LeukoError(f"{path} has no `serve` endpoint; export it with leuko export")
+        fn = self.loaded.serve.concrete_functions[0]
+        spec = fn.structured_input_signature[0][0]
+        check_shapes(path, [d if d is not None else -1 for d in spec.shape.as_list()],
+                     [d if d is not None else -1 for d in fn.structured_outputs.shape.as_list()]
+                     if hasattr(fn.structured_outputs, "shape") else [-1, n_classes],
+                     img_size, n_classes)
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         out = self.loaded.serve(np.ascontiguousarray(x, np.float32))
         return np.asarray(out, dtype=np.float32)
 
 
-def load_runtime(path: Path, kind: str) -> Any:
-    return {"onnx": OnnxModel, "litert": LiteRTModel, "savedmodel": SavedModelModel}[kind](path)
+def load_runtime(path: Path, kind: str, img_size: tuple[int, int], n_classes: int) -> Any:
+    """The artefact's runtime, its input and output shapes checked against its card."""
+    runtime = {"onnx": OnnxModel, "litert": LiteRTModel, "savedmodel": SavedModelModel}[kind]
+    return runtime(path, img_size, n_classes)
 
 
 def require_extra(modules: Sequence[str], extra: str, purpose: str) -> list[Any]:
