@@ -186,9 +186,12 @@ def test_interrupted_apply_can_be_undone(planted: tuple[Path, dict], tmp_path: P
     summary = apply_quarantine(f, qdir)
     manifest = summary.manifest
     assert manifest is not None and summary.moved == len(todo)
-    # Pretend the run died: the last file was planned and moved but never logged 'moved',
-    # the one before was planned but never moved, and the tail line is half written.
+    # Pretend the run was killed: no closing count, the last file was planned and moved but
+    # never logged 'moved', the one before was planned but never moved, and the tail line
+    # is half written.
     lines = manifest.read_text().splitlines()
+    assert json.loads(lines[-1]) == {"closed": len(todo)}
+    lines = lines[:-1]
     last = json.loads(lines[-1])
     assert last["status"] == "moved"
     prev_planned = json.loads(lines[-4])
@@ -221,7 +224,7 @@ def test_undo_never_overwrites_a_different_file(planted: tuple[Path, dict], tmp_
     root, _ = planted
     summary = apply_quarantine(find_duplicates(root), tmp_path / "q")
     assert summary.manifest is not None
-    entry = json.loads(summary.manifest.read_text().splitlines()[-1])
+    entry = json.loads(summary.manifest.read_text().splitlines()[-2])  # the last move
     Path(entry["source"]).write_bytes(b"something new")
     proc = _leuko("--undo", str(summary.manifest))
     assert proc.code == 1

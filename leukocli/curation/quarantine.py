@@ -168,6 +168,8 @@ def apply_quarantine(
                 f"in {mpath}; put them back with: {undo_command(mpath)}"
             ) from None
         finally:
+            # the count a reader checks: a manifest cut short, or with moves added, fails it
+            log.write({CLOSED: summary.moved})
             log.close()
     return summary
 
@@ -194,17 +196,28 @@ def _move_one(
         summary.failed.append(f"{rel}: {exc.strerror or exc}")
 
 
-def read_manifest(path: Path) -> list[dict[str, Any]]:
-    """The last state of every move in a manifest, in the order they were planned."""
-    p = path.expanduser()
-    if not p.is_file():
-        raise LeukoError(f"{p}: no such manifest file")
+CLOSED = "closed"  # the last line of a finished (or interrupted) apply: how many it moved
+
+
+@dataclass
+class Manifest:
+    """A verified manifest: the folders it names, and the last state of every move."""
+
+    path: Path
+    root: Path
+    quarantine: Path
+    entries: list[dict[str, Any]]
+
+
+def _parse_lines(p: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int | None]:
+    """(header, move records in order, the closing count or None) of a manifest file."""
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise LeukoError(f"cannot read manifest {p}: {exc}") from None
-    entries: dict[str, dict[str, Any]] = {}
-    header = False
+    header: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = []
+    closed: int | None = None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -214,21 +227,107 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
             if n == len(lines):  # a line cut short by an interruption
                 continue
             raise LeukoError(f"{p}:{n} is not a JSON line; not a dedupe manifest?") from None
-        if isinstance(obj, dict) and "leuko_dedupe_manifest" in obj:
-            header = True
-            continue
-        if not isinstance(obj, dict) or not {"source", "destination", "sha256"} <= obj.keys():
+        if header is None:
+            if not (isinstance(obj, dict) and "leuko_dedupe_manifest" in obj):
+                break
+            header = obj
+        elif isinstance(obj, dict) and set(obj) == {CLOSED} and isinstance(obj[CLOSED], int):
+            closed = obj[CLOSED]
+        elif isinstance(obj, dict) and {"source", "destination", "sha256"} <= obj.keys():
+            records.append(obj)
+        else:
             raise LeukoError(f"{p}:{n} lacks source/destination/sha256; not a dedupe manifest?")
+    return header, records, closed
+
+
+def _within(path: str, folder: Path) -> Path | None:
+    """`path` as a Path when it is absolute and lexically inside `folder`, else None."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return None
+    norm = Path(os.path.normpath(path))
+    return norm if norm != folder and _inside(norm, folder) else None
+
+
+def _check_record(obj: dict[str, Any], root: Path, qdir: Path, where: str) -> None:
+    """A move stays inside the two folders its manifest names, as apply wrote it."""
+    rel = obj.get("rel")
+    src = _within(obj["source"], root)
+    dest = _within(obj["destination"], qdir)
+    if (src is None or dest is None or not isinstance(rel, str) or not isinstance(obj["sha256"], str)
+            or Path(os.path.normpath(root / rel)) != src or ".." in Path(rel).parts):
+        raise LeukoError(
+            f"{where}: a move from {obj.get('destination')!r} to {obj.get('source')!r} is not "
+            f"between the dataset {root} and the quarantine {qdir} the manifest names; "
+            "refusing the whole manifest (it was changed or is not leuko's)"
+        )
+
+
+def read_manifest(path: Path) -> Manifest:
+    """A manifest's moves, verified before any file is touched, or one line saying why not.
+
+    Verified: it starts with leuko's header; it lies in the quarantine its header names,
+    which is outside the dataset it names; every record moves a file between those two
+    folders only (so a line added by hand cannot move a file elsewhere); and, when its
+    apply finished, the number of moves matches the count it closed with (a manifest cut
+    short would otherwise restore nothing and say so cheerfully).
+    """
+    p = path.expanduser()
+    if p.is_dir():
+        raise LeukoError(f"{p} is a folder; --undo takes the manifest file inside the "
+                         "quarantine (dedupe-manifest-*.jsonl)")
+    if not p.is_file():
+        raise LeukoError(f"{p}: no such manifest file")
+    header, records, closed = _parse_lines(p)
+    if header is None:
+        raise LeukoError(f"{p} is not a leuko dedupe manifest (no header line)")
+    root = _within(str(header.get("root", "")), Path("/"))
+    qdir = _within(str(header.get("quarantine", "")), Path("/"))
+    if root is None or qdir is None or _inside(root, qdir) or _inside(qdir, root):
+        raise LeukoError(f"{p}: its header does not name a dataset and a separate quarantine; "
+                         "not a leuko dedupe manifest")
+    if not _inside(p.resolve().parent, qdir.resolve()):
+        raise LeukoError(f"{p} is not inside the quarantine {qdir} it names; leuko reads a "
+                         "manifest only from its own quarantine")
+    entries: dict[str, dict[str, Any]] = {}
+    moved: set[str] = set()
+    for obj in records:
         key = obj["destination"]
         entries[key] = {**entries.get(key, {}), **obj}
-    if not header:
-        raise LeukoError(f"{p} is not a leuko dedupe manifest (no header line)")
-    return list(entries.values())
+        if obj.get("status") == "moved":
+            moved.add(key)
+    for entry in entries.values():
+        _check_record(entry, root, qdir, str(p))
+    if closed is not None and closed != len(moved):
+        raise LeukoError(f"{p} does not verify: it closed with {closed} move(s) but records "
+                         f"{len(moved)}; it was cut short or changed, so nothing was restored")
+    if closed is None:
+        _check_accounted(p, qdir, set(entries))
+    return Manifest(p, root, qdir, list(entries.values()))
+
+
+def _check_accounted(p: Path, qdir: Path, listed: set[str]) -> None:
+    """A manifest without its closing count (its apply was killed, or the file was cut):
+    every file in the quarantine must be one that this or another manifest there lists."""
+    for other in qdir.glob("*.jsonl"):
+        if other != p:
+            try:
+                listed |= {r["destination"] for r in _parse_lines(other)[1]}
+            except LeukoError:
+                continue
+    stray = [f for f in qdir.rglob("*") if (f.is_file() or f.is_symlink())
+             and f.suffix != ".jsonl" and not f.name.startswith(".leuko-")
+             and os.path.normpath(f) not in listed]
+    if stray:
+        raise LeukoError(
+            f"{p} does not verify: {len(stray)} file(s) in {qdir} (e.g. "
+            f"{stray[0].relative_to(qdir)}) are in no manifest there, so it was cut short; "
+            "nothing was restored"
+        )
 
 
 def undo_quarantine(manifest: Path, reporter: Reporter = SILENT) -> MoveSummary:
     """Move every quarantined file back, verifying its sha256; tolerate unmoved entries."""
-    entries = read_manifest(manifest)
+    entries = read_manifest(manifest).entries
     summary = MoveSummary(manifest=manifest.expanduser())
     log = _Manifest(manifest.expanduser())
     try:
@@ -260,7 +359,7 @@ def _restore_one(e: dict[str, Any], log: _Manifest, summary: MoveSummary) -> Non
             summary.failed.append(problem)
             return
         _restore(dest, src, link)
-        log.write({**{k: e[k] for k in ("source", "destination", "sha256")},
+        log.write({**{k: e[k] for k in ("source", "destination", "rel", "sha256")},
                    "status": "restored"})
         summary.moved += 1
     except OSError as exc:
