@@ -253,8 +253,9 @@ def _check_record(obj: dict[str, Any], root: Path, qdir: Path, where: str) -> No
     rel = obj.get("rel")
     src = _within(obj["source"], root)
     dest = _within(obj["destination"], qdir)
-    if (src is None or dest is None or not isinstance(rel, str) or not isinstance(obj["sha256"], str)
-            or Path(os.path.normpath(root / rel)) != src or ".." in Path(rel).parts):
+    if (src is None or dest is None or not isinstance(rel, str)
+            or not isinstance(obj["sha256"], str) or ".." in Path(rel).parts
+            or Path(os.path.normpath(root / rel)) != src):
         raise LeukoError(
             f"{where}: a move from {obj.get('destination')!r} to {obj.get('source')!r} is not "
             f"between the dataset {root} and the quarantine {qdir} the manifest names; "

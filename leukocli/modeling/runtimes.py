@@ -98,7 +98,8 @@ class LiteRTModel:
             self.interpreter = litert.Interpreter(model_path=str(path))
         except Exception as exc:  # noqa: BLE001
             raise LeukoError(f"{path} is not a loadable LiteRT model ({first_line(exc)})") from None
-        first, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        first = self.interpreter.get_input_details()[0]
+        out = self.interpreter.get_output_details()[0]
         check_shapes(path, [int(d) for d in first["shape"]], [int(d) for d in out["shape"]],
                      img_size, n_classes)
         self.input, self.output = first["index"], out["index"]
