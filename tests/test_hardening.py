@@ -4,13 +4,20 @@ case asserts the exit code, the one error line, and that no user file changed.""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 from conftest import invoke, tree_digest
+from PIL import Image
 
 from leukocli.curation.dedupe import find_duplicates
 from leukocli.curation.quarantine import apply_quarantine
@@ -189,5 +196,148 @@ def test_a_manifest_outside_its_quarantine_or_naming_a_folder_is_refused(
     invoke("dedupe", "--undo", str(moved)).one_line_error(2, "is not inside the quarantine")
     invoke("dedupe", "--undo", str(manifest.parent)).one_line_error(2, "is a folder")
     done = invoke("dedupe", "--undo", str(manifest))  # the genuine one still restores all
+    assert done.code == 0, done.stderr
+    assert tree_digest(root) == before
+
+
+# --------------------------------------------------------------------------- 4-5. moves
+@pytest.fixture
+def other_fs(tmp_path: Path) -> Iterator[Path]:
+    """A second filesystem (a 64 MB tmpfs) for the quarantine, so moves are copies."""
+    with _tmpfs(tmp_path / "other", "size=64m") as where:
+        yield where
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, options: str) -> Iterator[Path]:
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                      capture_output=True, check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here (cross-filesystem moves need a second one)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _copies_dataset(root: Path, n: int = 3, copies: int = 8, size: int = 160) -> dict[str, str]:
+    """n noisy PNGs per class, each with `copies` byte-identical copies (dedupe moves
+    those), big enough that a copy takes a moment; returns the tree's digest."""
+    rng = np.random.default_rng(0)
+    for c in ("EOSINOPHIL", "LYMPHOCYTE"):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            first = root / c / f"{c[:3]}_{i}.png"
+            Image.fromarray(img).save(first)
+            for k in range(copies):
+                shutil.copy(first, root / c / f"{c[:3]}_{i}_copy{k}.png")
+    return tree_digest(root)
+
+
+def _whole(root: Path, originals: dict[str, str], qdir: Path) -> None:
+    """Every file under a real name, in the dataset or the quarantine, is whole."""
+    known = set(originals.values())
+    for folder in (root, qdir):
+        for rel, sha in tree_digest(folder).items():
+            name = Path(rel).name
+            if name.endswith(".jsonl") or name.startswith(".leuko"):
+                continue
+            assert sha in known, f"{folder / rel} is not a whole image"
+
+
+@pytest.mark.parametrize("moment", ["while copying", "after the copy, before the unlink"])
+def test_an_interrupted_cross_filesystem_move_leaves_every_file_whole_and_finishes(
+    tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    from leukocli._util import files
+
+    root = tmp_path / "data"
+    before = _copies_dataset(root)
+    qdir = other_fs / "q"
+    target = "copystat" if moment == "while copying" else "_fsync_dir"
+    real = files.shutil.copystat if target == "copystat" else files._fsync_dir
+    calls = iter(range(1000))
+    stop_at = [4]
+
+    def stop_at_call(*args: object, **kw: object) -> None:
+        if next(calls) == stop_at[0]:
+            raise KeyboardInterrupt
+        real(*args, **kw)
+
+    where = files.shutil if target == "copystat" else files
+    monkeypatch.setattr(where, target, stop_at_call)
+    done = invoke("dedupe", str(root), "--apply", "--quarantine", str(qdir))
+    line = done.one_line_error(130, "stopped after moving 4 of")
+    _whole(root, before, qdir)
+    manifest = Path(line.split("--undo '")[1].rstrip("'"))
+
+    calls, stop_at[0] = iter(range(1000)), 2  # the same moment, now in the undo
+    invoke("dedupe", "--undo", str(manifest)).one_line_error(130, "run the same undo again")
+    _whole(root, before, qdir)
+    monkeypatch.setattr(where, target, real)
+    done = invoke("dedupe", "--undo", str(manifest))  # a rerun finishes what was left
+    assert done.code == 0, done.stderr
+    assert tree_digest(root) == before
+    assert [p.name for p in qdir.rglob("*") if p.is_file()] == [manifest.name]
+
+
+def test_a_killed_copy_leaves_only_a_hidden_partial_that_the_rerun_replaces(
+    tmp_path: Path, other_fs: Path
+) -> None:
+    root = tmp_path / "data"
+    before = _copies_dataset(root, n=1, copies=2)
+    qdir = other_fs / "q"
+    rel = "EOSINOPHIL/EOS_0_copy0.png"
+    (qdir / "EOSINOPHIL").mkdir(parents=True)
+    (qdir / "EOSINOPHIL" / ".leuko-partial-EOS_0_copy0.png").write_bytes(b"\x89PNG cut")
+    done = invoke("dedupe", str(root), "--apply", "--quarantine", str(qdir))
+    assert done.code == 0, done.stderr
+    assert (qdir / rel).read_bytes() == (root / "EOSINOPHIL" / "EOS_0.png").read_bytes()
+    assert not (qdir / "EOSINOPHIL" / "EOS_0_copy0~1.png").exists()
+    manifest = next(qdir.glob("*.jsonl"))
+    assert invoke("dedupe", "--undo", str(manifest)).code == 0
+    assert tree_digest(root) == before
+
+
+def test_a_full_disk_during_a_cross_filesystem_apply_leaves_no_partial_file(
+    tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    before = _copies_dataset(root, n=2, copies=6, size=200)  # 24 moves of about 120 kB
+    with _tmpfs(tmp_path / "small", "size=1m") as small:
+        qdir = small / "q"
+        done = invoke("dedupe", str(root), "--apply", "--quarantine", str(qdir))
+        assert done.code == 1, done.stderr  # some moved, the rest reported
+        assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
+        _whole(root, before, qdir)
+        assert not [p for p in qdir.rglob(".leuko-partial-*")]
+        assert not [p for p in qdir.rglob("*~1*")]
+        manifest = next(qdir.glob("*.jsonl"))
+        assert invoke("dedupe", "--undo", str(manifest)).code == 0
+        assert tree_digest(root) == before
+
+
+def test_sigint_at_any_moment_of_a_cross_filesystem_undo_loses_nothing(
+    tmp_path: Path, other_fs: Path
+) -> None:
+    """The issue's own reproduction: `timeout -s INT` at several moments of an undo."""
+    root = tmp_path / "data"
+    before = _copies_dataset(root, n=3, copies=12, size=400)  # 72 moves of about 470 kB
+    qdir = other_fs / "q"
+    assert invoke("dedupe", str(root), "--apply", "--quarantine", str(qdir)).code == 0
+    manifest = next(qdir.glob("*.jsonl"))
+    for delay in (0.6, 0.8, 1.0, 1.2, 1.5):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run(["timeout", "--preserve-status", "-s", "INT", str(delay),
+                               sys.executable, "-m", "leukocli", "dedupe", "--undo",
+                               str(manifest)], capture_output=True, text=True, env=env,
+                              check=False)
+        assert proc.returncode in (0, 130), proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        _whole(root, before, qdir)
+        if proc.returncode == 0:
+            break
+    done = invoke("dedupe", "--undo", str(manifest))
     assert done.code == 0, done.stderr
     assert tree_digest(root) == before

@@ -217,10 +217,10 @@ def test_interrupted_apply_names_its_manifest_and_the_undo(
     real_move = quarantine._move
     calls = iter(range(100))
 
-    def move_then_stop(src: Path, dest: Path) -> str | None:
+    def move_then_stop(src: Path, dest: Path, sha: str) -> str | None:
         if next(calls) == 2:
             raise KeyboardInterrupt
-        return real_move(src, dest)
+        return real_move(src, dest, sha)
 
     monkeypatch.setattr(quarantine, "_move", move_then_stop)
     done = invoke("dedupe", str(tmp_path / "d"), "--apply")

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -37,6 +38,70 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+PARTIAL_PREFIX = ".leuko-partial-"  # a copy in progress; never a real name
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems cannot open a folder; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def move_file(src: Path, dest: Path, sha256: str) -> None:
+    """Move a regular file whose content is `sha256` to `dest`, which must not exist.
+
+    At every moment the file is whole under at least one of its two names, and nothing
+    partial ever carries a real name, whatever interrupts it (Ctrl-C, a kill, a full
+    disk). On one filesystem that is a rename. Across filesystems (shutil.move copies,
+    then unlinks, and an interrupted copy left a 0-byte image under the real name) it
+    copies to a hidden name beside `dest`, fsyncs, checks the sha256, links the copy to
+    its real name (which never replaces a file that appeared meanwhile), and only then
+    removes the source. A `dest` already holding exactly this content is the end of an
+    interrupted move, which this finishes by removing the source.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_file() and not dest.is_symlink() and file_sha256(dest) == sha256:
+        src.unlink()  # an interrupted move had copied it whole: finish it
+        return
+    if dest.exists() or dest.is_symlink():
+        raise FileExistsError(errno.EEXIST, "a different file is already there", str(dest))
+    try:
+        os.rename(src, dest)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = dest.with_name(f"{PARTIAL_PREFIX}{dest.name}")
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            for block in iter(lambda: fin.read(1 << 20), b""):
+                fout.write(block)
+            fout.flush()
+            os.fsync(fout.fileno())
+        shutil.copystat(src, tmp)
+        if file_sha256(tmp) != sha256:
+            raise OSError(errno.EIO, "the copy does not match the original", str(dest))
+        try:
+            os.link(tmp, dest)
+            tmp.unlink()
+        except OSError as exc:  # a filesystem without hard links
+            if exc.errno == errno.EEXIST:
+                raise
+            os.rename(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(dest.parent)
+    src.unlink()
 
 
 def os_error_message(exc: OSError, path: Path | str, action: str = "write") -> str:

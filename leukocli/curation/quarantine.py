@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._util.files import file_sha256, output_lock
+from .._util.files import PARTIAL_PREFIX, file_sha256, move_file, output_lock
 from .._util.progress import SILENT, Reporter
 from ..errors import Interrupted, LeukoError
 from .dedupe import Findings
@@ -48,6 +47,14 @@ def _inside(path: Path, folder: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _finished_or_free(dest: Path, sha: str) -> Path:
+    """dest when it holds exactly this content (a move an interrupted apply had copied but
+    not finished: moving there finishes it), else a free name beside it."""
+    if dest.is_file() and not dest.is_symlink() and file_sha256(dest) == sha:
+        return dest
+    return _free_name(dest)
 
 
 def _free_name(dest: Path) -> Path:
@@ -95,11 +102,12 @@ def check_quarantine(data: Path, quarantine: Path | None) -> Path:
     return qdir
 
 
-def _move(src: Path, dest: Path) -> str | None:
-    """Move one file, or a symlink as a link that still resolves; return the link text."""
+def _move(src: Path, dest: Path, sha: str) -> str | None:
+    """Move one file (whole at one of its names at every moment, see move_file), or a
+    symlink as a link that still resolves; return the link text."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not src.is_symlink():
-        shutil.move(str(src), str(dest))
+        move_file(src, dest, sha)
         return None
     text = os.readlink(src)
     target = Path(text) if os.path.isabs(text) else (src.parent / text)
@@ -108,10 +116,10 @@ def _move(src: Path, dest: Path) -> str | None:
     return text
 
 
-def _restore(dest: Path, src: Path, link: str | None) -> None:
+def _restore(dest: Path, src: Path, sha: str, link: str | None) -> None:
     src.parent.mkdir(parents=True, exist_ok=True)
     if link is None:
-        shutil.move(str(dest), str(src))
+        move_file(dest, src, sha)
         return
     os.symlink(link, src)
     dest.unlink()
@@ -183,13 +191,13 @@ def _move_one(
         return
     try:
         sha = file_sha256(src)
-        dest = _free_name(qdir / rel)
+        dest = _finished_or_free(qdir / rel, sha)
         entry = {"source": str(src), "destination": str(dest), "rel": rel, "sha256": sha,
                  "reason": reason}
         if src.is_symlink():
             entry["link"] = os.readlink(src)
         log.write({**entry, "status": "planned"})
-        _move(src, dest)
+        _move(src, dest, sha)
         log.write({**entry, "status": "moved"})
         summary.moved += 1
     except OSError as exc:
@@ -316,7 +324,7 @@ def _check_accounted(p: Path, qdir: Path, listed: set[str]) -> None:
             except LeukoError:
                 continue
     stray = [f for f in qdir.rglob("*") if (f.is_file() or f.is_symlink())
-             and f.suffix != ".jsonl" and not f.name.startswith(".leuko-")
+             and f.suffix != ".jsonl" and not f.name.startswith(PARTIAL_PREFIX)
              and os.path.normpath(f) not in listed]
     if stray:
         raise LeukoError(
@@ -352,14 +360,16 @@ def _restore_one(e: dict[str, Any], log: _Manifest, summary: MoveSummary) -> Non
     try:
         if _in_place(src, sha, link):
             summary.skipped += 1  # planned but never moved, or already restored
-            if dest.exists() or dest.is_symlink():
+            if link is None and dest.is_file() and file_sha256(dest) == sha:
+                dest.unlink()  # an interrupted restore had copied it whole: finish it
+            elif dest.exists() or dest.is_symlink():
                 summary.notes.append(f"{src} is in place; a copy remains at {dest} (not deleted)")
             return
         problem = _restore_problem(src, dest, sha, link)
         if problem:
             summary.failed.append(problem)
             return
-        _restore(dest, src, link)
+        _restore(dest, src, sha, link)
         log.write({**{k: e[k] for k in ("source", "destination", "rel", "sha256")},
                    "status": "restored"})
         summary.moved += 1
