@@ -28,6 +28,8 @@ def _quiet_import() -> None:
             import tensorflow
 
             tensorflow.config.list_physical_devices()  # the CUDA probe logs here
+        except KeyboardInterrupt:
+            raise  # Ctrl-C: the caller says so in one line; the chatter explains nothing
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -341,3 +342,67 @@ def test_sigint_at_any_moment_of_a_cross_filesystem_undo_loses_nothing(
     done = invoke("dedupe", "--undo", str(manifest))
     assert done.code == 0, done.stderr
     assert tree_digest(root) == before
+
+
+# --------------------------------------------------------------------------- 9-11. one line
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("split", "x", "--val", "abc"), "Invalid value for '--val'"),
+    (("train", "--batch", "abc"), "Invalid value for '--batch'"),
+    (("train", "--no-such-option"), "No such option: --no-such-option"),
+    (("no-such-command",), "No such command 'no-such-command'"),
+    (("predict",), "Missing argument"),
+])
+def test_usage_errors_are_one_line_on_stderr(args: tuple[str, ...], fragment: str) -> None:
+    done = invoke(*args)
+    line = done.one_line_error(2, fragment, "--help`)")
+    assert done.stdout == "" and done.stderr.strip().splitlines()[-1].endswith(line)
+
+
+def _interrupted(args: list[str], delay: float, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")  # the C++ log must stay quiet anyway
+    proc = subprocess.Popen([sys.executable, "-m", "leukocli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(delay)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5, 5.0])
+def test_ctrl_c_at_any_moment_of_predict_is_one_line_and_130(
+    tiny_run: tuple[Path, Path], tmp_path: Path, delay: float
+) -> None:
+    """During Python's imports, TensorFlow's, the model's load or the predictions."""
+    data, run = tiny_run
+    many = tmp_path / "many"
+    for i in range(40):
+        shutil.copytree(data, many / f"c{i}")
+    done = _interrupted(["predict", str(many), "--model", str(run), "--format", "csv"], delay,
+                        tmp_path)
+    if done.returncode == 0:
+        pytest.skip(f"predict finished within {delay} s")
+    assert done.returncode == 130, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), done.stderr
+
+
+def test_ctrl_c_while_a_training_builds_its_model_prints_the_resume_command(
+    tiny_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, _ = tiny_run
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leukocli", "train", "--train", str(data), "--val", str(data),
+         "--backbone", "compact", "--img", "75x75", "--epochs", "2", "--out", "r"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the run folder is made; the model is being built now
+        if line.startswith("training compact"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest
+    assert rest.strip().splitlines()[-1].endswith("leuko train --resume --out r"), rest
+    assert "Traceback" not in rest

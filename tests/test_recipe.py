@@ -137,6 +137,7 @@ def flat_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An untrained tiny model saved as a run, and a folder of images per class."""
     from leukocli._tf import keras
     from leukocli.modeling.bundle import save_bundle
+    from leukocli.modeling.model import build_model
 
     root = tmp_path_factory.mktemp("tta")
     classes = ["A", "B"]
@@ -149,14 +150,9 @@ def flat_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     # a uniform image: every flip and turn (with reflected edges) is the same image
     Image.new("RGB", (40, 40), (150, 90, 200)).save(root / "data" / "A" / "flat.png")
     keras.utils.set_random_seed(0)
-    inp = keras.Input((40, 40, 3))
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.Flatten()(x)
-    out = keras.layers.Dense(2, activation="softmax")(x)
+    model = build_model("compact", (40, 40), 2, crop_cell=0, head_filters=8)
     run = root / "runs" / "t"
-    save_bundle(run, keras.Model(inp, out), {"classes": classes, "img_size": [40, 40],
-                                             "backbone": "tiny", "preprocessing": "/255"})
+    save_bundle(run, model, {"classes": classes, "img_size": [40, 40], "backbone": "compact"})
     return root / "data", run
 
 

@@ -10,20 +10,67 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
+
+try:  # typer 0.2x carries its own copy of Click; older ones use Click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, Interrupted, LeukoError
-from .console import error_line
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, LeukoError
+from .console import error_line, errors_said, forget_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+INTERRUPTED_QUIETLY = ("interrupted; nothing was half-written (leuko replaces each file whole "
+                       "or not at all)")
+
+
+class LeukoGroup(TyperGroup):
+    """Click's own errors in leuko's form: one `error:` line, the last one printed.
+
+    Typer draws a usage error as a box of several lines after two lines of usage; a
+    script (and the README) wants `error: <what>` alone on stderr with exit code 2. An
+    interrupt while Click parses, or anywhere outside a command's own handler, is said
+    in one line too (Click would exit 130 in silence).
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        forget_errors()
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+            code = EXIT_USAGE
+        except click_errors.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "leuko"
+            error_line(f"{exc.format_message().rstrip('.')} (see `{where} --help`)")
+            code = EXIT_USAGE
+        except click_errors.ClickException as exc:
+            error_line(exc.format_message())
+            code = exc.exit_code
+        except (typer.Abort, KeyboardInterrupt):
+            code = EXIT_INTERRUPTED
+        code = code if isinstance(code, int) else 0
+        if code == EXIT_INTERRUPTED and not errors_said():
+            error_line(INTERRUPTED_QUIETLY)
+        sys.exit(code)
+
+
 app = typer.Typer(
+    cls=LeukoGroup,
     name="leuko",
     help=(
         "Turn folders of white-blood-cell micrographs into a trained classifier and honest "
@@ -55,8 +102,7 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                 error_line(str(exc))
                 raise typer.Exit(exc.exit_code) from None
             except KeyboardInterrupt:
-                error_line("interrupted; nothing was half-written (leuko replaces each file "
-                           "whole or not at all)")
+                error_line(INTERRUPTED_QUIETLY)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
 
         kwargs.setdefault("help", _help_text(fn))

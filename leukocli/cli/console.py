@@ -45,10 +45,24 @@ def info(message: str) -> None:
         err_console.print(message, markup=False, soft_wrap=True)
 
 
+_said: list[str] = []  # the error lines printed by this process
+
+
 def error_line(message: str) -> None:
     """One error line on stderr, the message printed as written (no markup, no emoji)."""
+    _said.append(message)
     err_console.print("[red]error:[/red] ", end="")
     err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def errors_said() -> bool:
+    """True once this command has printed an error line (the exit path adds no second)."""
+    return bool(_said)
+
+
+def forget_errors() -> None:
+    """A new command starts (tests run many in one process)."""
+    _said.clear()
 
 
 def make_progress(*extra_columns: Any, transient: bool = False) -> Progress:

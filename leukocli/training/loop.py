@@ -194,7 +194,12 @@ def _with_precision(
         meta.setdefault("epochs_done", 0)
         meta.setdefault("best", None)
         run.write_meta()
-        return _fit(plan, inputs, run, strategy, reporter, extra_callbacks)
+        try:
+            return _fit(plan, inputs, run, strategy, reporter, extra_callbacks)
+        except KeyboardInterrupt:  # while the data and model were being built
+            meta["status"] = "interrupted"
+            run.write_meta()
+            return _result(run.dir, meta, interrupted=True)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
