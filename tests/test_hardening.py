@@ -406,3 +406,27 @@ def test_ctrl_c_while_a_training_builds_its_model_prints_the_resume_command(
     assert proc.returncode == 130, rest
     assert rest.strip().splitlines()[-1].endswith("leuko train --resume --out r"), rest
     assert "Traceback" not in rest
+
+
+# --------------------------------------------------------------------------- 6. latest
+def test_a_latest_link_the_user_made_is_never_moved(tiny_run: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    data, _ = tiny_run
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (tmp_path / "somewhere").mkdir()
+    os.symlink(tmp_path / "somewhere", runs / "latest")
+    done = invoke("train", "--train", str(data), "--val", str(data), "--backbone", "compact",
+                  "--img", "75x75", "--epochs", "1", "--precision", "float32",
+                  "--out", str(runs / "r1"))
+    assert done.code == 0, done.stderr
+    assert os.readlink(runs / "latest") == str(tmp_path / "somewhere")
+    assert "is a link leuko did not create; left it alone" in done.stderr
+    # the link leuko makes itself does move with each new run
+    os.unlink(runs / "latest")
+    for name in ("r2", "r3"):
+        done = invoke("train", "--train", str(data), "--val", str(data), "--backbone",
+                      "compact", "--img", "75x75", "--epochs", "1", "--precision", "float32",
+                      "--out", str(runs / name))
+        assert done.code == 0, done.stderr
+        assert os.readlink(runs / "latest") == name

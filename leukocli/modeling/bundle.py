@@ -86,10 +86,32 @@ def _save_keras(model: keras.Model, tmp: Path) -> None:
         target.unlink(missing_ok=True)
 
 
+LATEST_RECORD = ".leuko-latest"  # beside `latest`: the link text leuko last gave it
+
+
+def _recorded_links(latest: Path) -> list[str]:
+    """The link texts leuko gave `latest`: the newest first, then the one before (a link
+    replaced after its record was written still counts)."""
+    try:
+        text = (latest.parent / LATEST_RECORD).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line for line in text.splitlines() if line][:2]
+
+
+def _names_sibling_run(latest: Path, name: str) -> bool:
+    return bool(name) and "/" not in name and (latest.parent / name / META_FILE).exists()
+
+
 def is_leuko_pointer(latest: Path) -> bool:
-    """True when `latest` is leuko's own: a symlink, or a one-line file naming a sibling run."""
+    """True when `latest` is leuko's own: a symlink leuko made, or a one-line file naming a
+    sibling run. A link is leuko's when it says what leuko recorded beside it when making
+    it (or, for links older leuko versions made, names a sibling run); a user's own
+    `ln -s /somewhere latest` is neither, and is never moved."""
     if latest.is_symlink():
-        return True
+        text = os.readlink(latest)
+        recorded = _recorded_links(latest)
+        return text in recorded if recorded else _names_sibling_run(latest, text)
     if not latest.is_file():
         return False
     try:
@@ -98,7 +120,7 @@ def is_leuko_pointer(latest: Path) -> bool:
         name = latest.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return False
-    return bool(name) and "/" not in name and (latest.parent / name / META_FILE).exists()
+    return _names_sibling_run(latest, name)
 
 
 def point_latest(run_dir: Path) -> str | None:
@@ -111,7 +133,7 @@ def point_latest(run_dir: Path) -> str | None:
     run_dir = Path(run_dir)
     latest = run_dir.parent / LATEST
     if (latest.exists() or latest.is_symlink()) and not is_leuko_pointer(latest):
-        kind = "folder" if latest.is_dir() else "file"
+        kind = "link" if latest.is_symlink() else "folder" if latest.is_dir() else "file"
         return (
             f"{latest} is a {kind} leuko did not create; left it alone "
             f"(not pointed at {run_dir.name})"
@@ -124,10 +146,13 @@ def point_latest(run_dir: Path) -> str | None:
         atomic_write(latest, lambda t: t.write_text(run_dir.name + "\n", encoding="utf-8"))
         return None
     try:
+        before = os.readlink(latest) if latest.is_symlink() else ""
+        atomic_write(run_dir.parent / LATEST_RECORD,
+                     lambda t: t.write_text(f"{run_dir.name}\n{before}\n", encoding="utf-8"))
         os.replace(tmp, latest)
-    except OSError as exc:
+    except (OSError, LeukoError) as exc:
         tmp.unlink(missing_ok=True)
-        return f"could not point {latest} at {run_dir.name} ({exc.strerror or exc})"
+        return f"could not point {latest} at {run_dir.name} ({exc})"
     return None
 
 
