@@ -430,3 +430,86 @@ def test_a_latest_link_the_user_made_is_never_moved(tiny_run: tuple[Path, Path],
                       "--out", str(runs / name))
         assert done.code == 0, done.stderr
         assert os.readlink(runs / "latest") == name
+
+
+# --------------------------------------------------------------------------- 7. pixels
+def _deep_and_turned(tmp_path: Path) -> dict[str, Path]:
+    """One picture saved five ways: 8-bit PNG, 16-bit grey PNG and TIFF, and a JPEG whose
+    pixels lie on their side with an EXIF orientation saying so (as phones save them)."""
+    rng = np.random.default_rng(3)
+    grey8 = (rng.integers(40, 200, (48, 64))).astype(np.uint8)
+    grey8 = np.repeat(np.repeat(grey8[::8, ::8], 8, 0), 8, 1)  # blocks survive JPEG
+    out = {"png8": tmp_path / "g8.png", "png16": tmp_path / "g16.png",
+           "tif16": tmp_path / "g16.tif", "upright": tmp_path / "up.jpg",
+           "turned": tmp_path / "turned.jpg"}
+    Image.fromarray(grey8).save(out["png8"])
+    deep = grey8.astype(np.uint16) * 257
+    Image.fromarray(deep).save(out["png16"])
+    Image.fromarray(deep).save(out["tif16"])
+    rgb = Image.fromarray(grey8).convert("RGB")
+    rgb.save(out["upright"], quality=98)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to view"
+    rgb.transpose(Image.Transpose.ROTATE_90).save(out["turned"], quality=98, exif=exif)
+    return out
+
+
+def test_16_bit_and_exif_turned_images_read_the_same_everywhere(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from leukocli.curation.hashing import fingerprint
+    from leukocli.data.images import open_rgb
+    from leukocli.modeling.loader import build_dataset
+    from leukocli.modeling.runtimes import load_images
+
+    files = _deep_and_turned(tmp_path)
+    want = np.asarray(open_rgb(files["png8"]), np.float32)
+    assert want.mean() < 200  # not white
+    paths = [str(files[k]) for k in ("png8", "png16", "tif16")]
+    loader = np.concatenate([b.numpy() for b in build_dataset(paths, None, (48, 64), 8)])
+    runtime = load_images(paths, (48, 64))
+    for got in (*loader, *runtime):
+        np.testing.assert_allclose(got, want, atol=1.0)
+    up = np.asarray(open_rgb(files["upright"]), np.float32)
+    turned = [str(files["turned"])]
+    for got in (next(iter(build_dataset(turned, None, (48, 64), 1)))[0].numpy(),
+                load_images(turned, (48, 64))[0], np.asarray(open_rgb(files["turned"]))):
+        assert np.abs(got - up).mean() < 3.0  # upright, as the phone showed it
+    gray = {k: fingerprint(files[k]).gray for k in ("png8", "png16", "tif16")}  # type: ignore[union-attr]
+    assert np.abs(gray["png16"].astype(int) - gray["png8"]).max() <= 1
+    assert np.abs(gray["tif16"].astype(int) - gray["png8"]).max() <= 1
+    del tf
+
+
+def test_a_16_bit_image_is_not_predicted_as_a_white_one(tiny_run: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    _, run = tiny_run
+    files = _deep_and_turned(tmp_path)
+    Image.new("RGB", (64, 48), (255, 255, 255)).save(tmp_path / "white.png")
+    done = invoke("predict", str(files["png8"]), str(files["tif16"]), str(tmp_path / "white.png"),
+                  "--model", str(run), "--format", "json")
+    assert done.code == 0, done.stderr
+    probs = [r["probabilities"] for r in json.loads(done.stdout)]
+    assert probs[0] == pytest.approx(probs[1], abs=0.02)
+    assert probs[1] != pytest.approx(probs[2], abs=0.02)
+
+
+# --------------------------------------------------------------------------- 8. explain
+def test_explain_never_replaces_a_file_it_did_not_write(tiny_run: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    data, run = tiny_run
+    image = next(data.glob("*/*.jpeg"))
+    out = tmp_path / "explain"
+    out.mkdir()
+    mine = out / f"0000-{image.stem}-gradcam.png"
+    mine.write_bytes(b"my own figure")
+    done = invoke("explain", str(image), "--model", str(run), "--out", str(out),
+                  "--format", "json")
+    assert done.code == 0, done.stderr
+    assert mine.read_bytes() == b"my own figure"
+    written = Path(json.loads(done.stdout)[0]["gradcam"])
+    assert written.name == f"0000-{image.stem}-gradcam~1.png" and written.is_file()
+    again = invoke("explain", str(image), "--model", str(run), "--out", str(out),
+                   "--format", "json")  # a rerun replaces its own figure, not a third name
+    assert Path(json.loads(again.stdout)[0]["gradcam"]) == written
+    assert sorted(p.name for p in out.iterdir()) == sorted([mine.name, written.name])

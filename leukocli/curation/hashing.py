@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..data.images import to_rgb
+
 THUMB = 48  # side of the RGB thumbnail kept per image for verification (uint8: 6.9 kB)
 HASH_SIDE = 32  # side of the grayscale image the DCT pHash is computed on
 N_TRANSFORMS = 8
@@ -68,7 +70,9 @@ def fingerprint(path: Path) -> Fingerprint | str:
             im.load()
             if im.width < 1 or im.height < 1:
                 return "image has no pixels"
-            rgb = im.convert("RGB")
+            rgb = to_rgb(im)
+            if rgb.size != im.size:  # turned by its EXIF orientation
+                width, height = height, width
         thumb = rgb.resize((THUMB, THUMB), Image.Resampling.BILINEAR, reducing_gap=2.0)
         arr = np.asarray(thumb, dtype=np.uint8)
         gray = np.asarray(
@@ -88,7 +92,7 @@ def pixel_digest(path: Path) -> str | None:
     try:
         with Image.open(path) as im:
             im.load()
-            rgba = im.convert("RGBA")
+            rgba = to_rgb(im, "RGBA")
         h = hashlib.sha256(f"{rgba.width}x{rgba.height}:".encode())
         h.update(rgba.tobytes())
         return h.hexdigest()

@@ -19,6 +19,51 @@ from .._util.progress import SILENT, Reporter
 
 CheckMode = Literal["decode", "header", "none"]
 
+_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # more than 8 bits a sample
+_ORIENTATION = 0x0112  # the EXIF tag a phone sets instead of turning the pixels
+
+
+def to_rgb(im: Image.Image, mode: str = "RGB") -> Image.Image:
+    """An opened image as a person sees it, in 8-bit RGB: turned as its EXIF orientation
+    says, 16-bit (and 32-bit) samples scaled to 8 bits rather than clipped (Pillow's
+    convert("RGB") turns a 16-bit grey image white), alpha and palettes dropped.
+    Every place leuko reads pixels with Pillow goes through here, so a photo is the same
+    picture to the loader, predict, count, dedupe and the exported runtimes. `mode`
+    "RGBA" keeps the alpha (dedupe's pixel identity)."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(im) or im
+    if im.mode in _DEEP_MODES:
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode != "F" else max(float(arr.max()), 1e-12)
+        if im.mode == "I" and arr.max() > 65535:
+            top = float(arr.max())
+        grey = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert(mode)
+    return im if im.mode == mode else im.convert(mode)
+
+
+def open_rgb(path: Path | str) -> Image.Image:
+    """The image at `path` as to_rgb gives it (decoded; the file is closed again)."""
+    with Image.open(path) as im:
+        im.load()
+        return to_rgb(im)
+
+
+def needs_pillow(path: Path | str) -> bool:
+    """True when TensorFlow's decoders would read the file differently from to_rgb: a
+    TIFF (they cannot read it), samples deeper than 8 bits in a mode TensorFlow does not
+    scale, or an EXIF orientation (they ignore it). Reads the header only."""
+    try:
+        with Image.open(path) as im:
+            if im.format == "TIFF" or (im.mode in _DEEP_MODES and im.format != "PNG"):
+                return True
+            return im.getexif().get(_ORIENTATION, 1) not in (0, 1)
+    except Exception:  # noqa: BLE001 - unreadable: TensorFlow's decoder reports it
+        return False
+
 
 def check_image(path: Path, mode: CheckMode = "decode") -> str | None:
     """Return why `path` cannot be used as an image, or None when it can.

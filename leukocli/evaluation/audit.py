@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .._util.files import atomic_write
+from ..data.images import open_rgb
 
 
 @dataclass
@@ -103,7 +104,6 @@ def contact_sheet(result: AuditResult, path: Path, top: int = 12) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     rows = result.groups.head(top)
     cols = 4
@@ -113,8 +113,7 @@ def contact_sheet(result: AuditResult, path: Path, top: int = 12) -> None:
         for ax in axes.ravel():
             ax.set_axis_off()
         for ax, (_, r) in zip(axes.ravel(), rows.iterrows(), strict=False):
-            with Image.open(r["example"]) as im:
-                ax.imshow(im.convert("RGB"))
+            ax.imshow(open_rgb(r["example"]))
             ax.set_title(f"{r['group']} (n={r['n']})\nlabel {r['label']} -> {r['predicted']}\n"
                          f"p(label) {r['self_confidence']:.2f}", fontsize=7)
         fig.tight_layout()

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from .._util.files import atomic_write
 from .._util.progress import SILENT, Reporter
+from ..data.images import open_rgb
 from ..modeling.bundle import Bundle
 from .locate import Located, LocatorParams, locate_cells, match
 
@@ -60,8 +61,7 @@ def window(photo: np.ndarray, cell: Located, size: tuple[int, int]) -> np.ndarra
 def count_photo(path: Path, bundle: Bundle | None, params: LocatorParams
                 ) -> list[CountedCell]:
     """Locate and classify the white cells of one photo (no model: located only)."""
-    with Image.open(path) as im:
-        rgb = im.convert("RGB")
+    rgb = open_rgb(path)
     cells = locate_cells(rgb, params)
     if not cells:
         return []
@@ -129,8 +129,7 @@ def counts_csv(summary: dict[str, Any]) -> str:
 def annotate(path: Path, cells: Sequence[CountedCell], classes: Sequence[str], out: Path
              ) -> None:
     """The photo with each cell's box, coloured by class, and its label."""
-    with Image.open(path) as im:
-        img = im.convert("RGB")
+    img = open_rgb(path)
     draw = ImageDraw.Draw(img)
     width = max(2, round(min(img.size) / 160))
     for c in cells:

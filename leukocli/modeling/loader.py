@@ -12,23 +12,31 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._tf import tf
+from ..data.images import needs_pillow
 from .augment import augment_batch, get_augment_policy
 
-_TIFF_PATTERN = r"(?i).*\.tiff?$"
 
-
-def _decode_tiff_numpy(data: bytes) -> np.ndarray:
-    """Pillow fallback for TIFF, which TensorFlow cannot decode."""
+def _decode_pillow(data: bytes) -> np.ndarray:
+    """Pillow for what TensorFlow reads differently (TIFF, deep samples, EXIF turns)."""
     import io
 
     from PIL import Image
 
+    from ..data.images import to_rgb
+
     with Image.open(io.BytesIO(bytes(data))) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        return np.asarray(to_rgb(im), dtype=np.uint8)
 
 
-def decode_image(path: tf.Tensor) -> tf.Tensor:
-    """Read and decode one image file to a uint8 (h, w, 3) tensor (JPEG/PNG/BMP/GIF/TIFF)."""
+def _needs_pillow_np(path: np.ndarray) -> np.bool_:
+    value = np.asarray(path).item()
+    return np.bool_(needs_pillow(value.decode() if isinstance(value, bytes) else str(value)))
+
+
+def decode_image(path: tf.Tensor, pillow: tf.Tensor | bool = False) -> tf.Tensor:
+    """Read and decode one image file to a uint8 (h, w, 3) tensor (JPEG/PNG/BMP/GIF/TIFF);
+    `pillow` (data.images.needs_pillow) routes it through the same reading as the rest of
+    leuko."""
     data = tf.io.read_file(path)
 
     def _tf_decode() -> tf.Tensor:
@@ -36,21 +44,24 @@ def decode_image(path: tf.Tensor) -> tf.Tensor:
         return tf.ensure_shape(img, [None, None, 3])
 
     def _pil_decode() -> tf.Tensor:
-        img = tf.numpy_function(_decode_tiff_numpy, [data], tf.uint8, stateful=False)
+        img = tf.numpy_function(_decode_pillow, [data], tf.uint8, stateful=False)
         return tf.ensure_shape(img, [None, None, 3])
 
-    is_tiff = tf.strings.regex_full_match(path, _TIFF_PATTERN)
-    return tf.cond(is_tiff, _pil_decode, _tf_decode)
+    return tf.cond(tf.convert_to_tensor(pillow, tf.bool), _pil_decode, _tf_decode)
 
 
-def load_image(path: tf.Tensor, img_size: tuple[int, int]) -> tf.Tensor:
+def load_image(path: tf.Tensor, img_size: tuple[int, int],
+               pillow: tf.Tensor | bool | None = None) -> tf.Tensor:
     """Decode and fit into img_size: float32 RGB in 0..255.
 
     The aspect ratio is kept (antialiased bilinear resize, then black bars, as
     tf.image.resize_with_pad does): stretching a square cell photo into a 3:4 frame
     would turn round cells into ellipses and change the answer.
     """
-    img = decode_image(path)
+    if pillow is None:  # a lone path (tests, benchmarks): look at its header here
+        pillow = tf.numpy_function(_needs_pillow_np, [path], tf.bool, stateful=False)
+        pillow = tf.ensure_shape(pillow, [])
+    img = decode_image(path, pillow)
     h, w = int(img_size[0]), int(img_size[1])
     shape = tf.shape(img)
     same = tf.logical_and(tf.equal(shape[0], h), tf.equal(shape[1], w))
@@ -88,14 +99,15 @@ def build_dataset(
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     size = (int(img_size[0]), int(img_size[1]))
     ids = [int(x) for x in labels] if labels is not None else [-1] * len(paths)
+    pillow = [needs_pillow(p) for p in paths]
     ds = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(paths, tf.string), tf.constant(ids, tf.int32))
+        (tf.constant(paths, tf.string), tf.constant(ids, tf.int32), tf.constant(pillow, tf.bool))
     )
     if training and len(paths) > 1:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     # deterministic order everywhere: with the seeded shuffle and per-batch augmentation
     # seeds below, a seeded run is repeatable (what cv's --fold/--collect relies on)
-    ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=tf.data.AUTOTUNE,
+    ds = ds.map(lambda p, y, f: (load_image(p, size, f), y), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.batch(batch_size)
     if training and augment:

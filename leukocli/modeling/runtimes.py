@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.images import open_rgb
 from ..errors import LeukoError, first_line
 from .augment import TTA_VIEWS, check_tta
 
@@ -169,16 +170,15 @@ def load_images(paths: Sequence[Path | str], size: tuple[int, int]) -> np.ndarra
     h, w = size
     out = np.zeros((len(paths), h, w, 3), dtype=np.float32)
     for i, p in enumerate(paths):
-        with Image.open(p) as im:
-            rgb = im.convert("RGB")
-            if rgb.size == (w, h):
-                out[i] = np.asarray(rgb, dtype=np.float32)
-                continue
-            ratio = max(rgb.width / w, rgb.height / h)
-            rw, rh = int(rgb.width / ratio), int(rgb.height / ratio)
-            top, left = (h - rh) // 2, (w - rw) // 2
-            small = rgb.resize((rw, rh), Image.Resampling.BILINEAR)
-            out[i, top : top + rh, left : left + rw] = np.asarray(small, dtype=np.float32)
+        rgb = open_rgb(p)
+        if rgb.size == (w, h):
+            out[i] = np.asarray(rgb, dtype=np.float32)
+            continue
+        ratio = max(rgb.width / w, rgb.height / h)
+        rw, rh = int(rgb.width / ratio), int(rgb.height / ratio)
+        top, left = (h - rh) // 2, (w - rw) // 2
+        small = rgb.resize((rw, rh), Image.Resampling.BILINEAR)
+        out[i, top : top + rh, left : left + rw] = np.asarray(small, dtype=np.float32)
     return out
 
 
