@@ -104,6 +104,39 @@ def move_file(src: Path, dest: Path, sha256: str) -> None:
     src.unlink()
 
 
+LEUKO_PNG = "leuko"  # the PNG `Software` text of every figure leuko writes
+
+
+def png_metadata() -> dict[str, str]:
+    """What leuko writes into its PNGs, so it can tell its own files from a user's."""
+    return {"Software": LEUKO_PNG}
+
+
+def own_or_free(path: Path) -> Path:
+    """`path` when it is free or a PNG leuko wrote there (a rerun replaces its own figure),
+    else the first free `stem~N` name beside it: a user's file is never replaced."""
+    if not (path.exists() or path.is_symlink()) or _leuko_png(path):
+        return path
+    n = 1
+    while True:
+        cand = path.with_name(f"{path.stem}~{n}{path.suffix}")
+        if not (cand.exists() or cand.is_symlink()) or _leuko_png(cand):
+            return cand
+        n += 1
+
+
+def _leuko_png(path: Path) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get("Software") == LEUKO_PNG
+    except Exception:  # noqa: BLE001 - not an image at all: certainly not leuko's figure
+        return False
+
+
 def os_error_message(exc: OSError, path: Path | str, action: str = "write") -> str:
     """One line for an OSError, saying what to do about the common causes."""
     if exc.errno == errno.ENOSPC:

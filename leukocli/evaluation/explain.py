@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._util.files import atomic_write
+from .._util.files import atomic_write, own_or_free, png_metadata
 from ..errors import LeukoError
 from ..modeling.bundle import Bundle
 
@@ -168,7 +168,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, path: Path, title: str) -> None
             ax.set_axis_off()
         fig.suptitle(title, fontsize=8)
         fig.tight_layout()
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata=png_metadata()))
     finally:
         plt.close(fig)
 
@@ -203,7 +203,7 @@ def _write_one(bundle: Bundle, path: Path, image: np.ndarray, ex: Explanation, i
                out: Path, n: int) -> dict[str, Any]:
     predicted = int(ex.probs[i].argmax())
     explained = bundle.classes[ex.explained[i]]
-    png = out / f"{n:04d}-{Path(path).stem}-gradcam.png"
+    png = own_or_free(out / f"{n:04d}-{Path(path).stem}-gradcam.png")
     overlay(image, ex.maps[i], png,
             f"{Path(path).name}: {bundle.classes[predicted]} {ex.probs[i, predicted]:.3f}; "
             f"map for {explained}")
