@@ -513,3 +513,133 @@ def test_explain_never_replaces_a_file_it_did_not_write(tiny_run: tuple[Path, Pa
                    "--format", "json")  # a rerun replaces its own figure, not a third name
     assert Path(json.loads(again.stdout)[0]["gradcam"]) == written
     assert sorted(p.name for p in out.iterdir()) == sorted([mine.name, written.name])
+
+
+# --------------------------------------------------------------------------- 9, 12, 13
+def _bomb(path: Path) -> None:
+    """A PNG whose header claims 20000x20000 pixels (Pillow refuses to decode it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+def test_count_skips_a_decompression_bomb_and_counts_the_rest(
+    tiny_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, run = tiny_run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _bomb(photos / "big.png")
+    shutil.copy(next(data.glob("*/*.jpeg")), photos / "ok.jpeg")
+    done = invoke("count", str(photos), "--model", str(run), "--out", str(tmp_path / "c"),
+                  "--format", "json")
+    done.one_line_error(1, "1 photo(s) could not be counted")
+    assert "big.png: too large to decode safely" in done.stderr
+    assert list(json.loads(done.stdout)["photos"]) == [str(photos / "ok.jpeg")]
+    invoke("count", str(photos / "big.png"), "--model", str(run), "--out",
+           str(tmp_path / "c2")).one_line_error(2, "none of the photos is readable")
+
+
+def test_count_eval_refuses_a_malformed_or_missing_annotation_before_counting(
+    tiny_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, run = tiny_run
+    (tmp_path / "voc" / "JPEGImages").mkdir(parents=True)
+    (tmp_path / "voc" / "Annotations").mkdir()
+    shutil.copy(next(data.glob("*/*.jpeg")), tmp_path / "voc" / "JPEGImages" / "a.jpg")
+    args = ("count", str(tmp_path / "voc" / "JPEGImages"), "--model", str(run), "--eval",
+            "--out", str(tmp_path / "c"))
+    invoke(*args).one_line_error(2, "none of the photos has a Pascal VOC annotation")
+    (tmp_path / "voc" / "Annotations" / "a.xml").write_text("<annotation><object>")
+    invoke(*args).one_line_error(2, "a.xml is not a readable Pascal VOC annotation")
+    (tmp_path / "voc" / "Annotations" / "a.xml").write_text(
+        "<annotation><object><name>WBC</name><bndbox><xmin>x</xmin></bndbox></object>"
+        "</annotation>")
+    invoke(*args).one_line_error(2, "is not a number")
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_input_size_no_batch_fits_is_refused_before_the_run_folder(
+    tiny_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, _ = tiny_run
+    invoke("train", "--train", str(data), "--val", str(data), "--backbone", "compact",
+           "--img", "100000x100000", "--out", str(tmp_path / "r")).one_line_error(
+        2, "needs about", "GB for one batch", "use a smaller --img or --batch")
+    assert not (tmp_path / "r").exists()
+
+
+def test_demo_into_a_file_and_undo_from_a_read_only_quarantine_are_one_line(
+    applied: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("mine")
+    invoke("demo", str(tmp_path / "afile")).one_line_error(2, "is a file, not a folder")
+    assert (tmp_path / "afile").read_text() == "mine"
+    root, manifest, _ = applied
+    with _tmpfs(tmp_path / "ro", "size=16m") as where:
+        shutil.copytree(manifest.parent, where / "q")
+        moved = where / "q" / manifest.name
+        text = moved.read_text().replace(str(manifest.parent), str(where / "q"))
+        moved.write_text(text)
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+        before = tree_digest(tmp_path / "data")
+        invoke("dedupe", "--undo", str(moved)).one_line_error(2, "nothing was restored")
+        assert tree_digest(tmp_path / "data") == before
+
+
+def test_one_class_and_nan_labels_are_refused_before_anything_is_written(
+    tmp_path: Path
+) -> None:
+    make_dataset(tmp_path / "d", per_class=3, size=(48, 48), seed=1, plant=False)
+    one = tmp_path / "one"
+    shutil.copytree(tmp_path / "d" / "LYMPHOCYTE", one / "LYMPHOCYTE")
+    for args in (("split", str(one), "--out", str(tmp_path / "s")),
+                 ("cv", str(one), "--out", str(tmp_path / "cv"), "--backbone", "compact",
+                  "--img", "48x48", "--epochs", "1")):
+        invoke(*args).one_line_error(2, "holds 1 class (LYMPHOCYTE)", "needs at least 2")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "cv").exists()
+    images = sorted((tmp_path / "d").glob("*/*.jpeg"))
+    rows = ["path,label", f"{images[0]},NaN", f"{images[1]},null",
+            *(f"{p},{p.parent.name}" for p in images[2:])]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    done = invoke("split", str(tmp_path / "m.csv"), "--group-by", "none", "--out",
+                  str(tmp_path / "s2"))
+    assert done.code == 0, done.stderr
+    assert "missing label ('NaN'" in done.stderr
+    classes = json.loads((tmp_path / "s2" / "classes.json").read_text())
+    assert not {"NaN", "null"} & set(classes if isinstance(classes, list) else classes.values())
+
+
+def test_a_second_split_into_a_busy_folder_is_refused_before_it_scans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leukocli._util.files import output_lock
+    from leukocli.curation import split
+
+    make_dataset(tmp_path / "d", per_class=3, size=(48, 48), seed=1, plant=False)
+
+    def no_scan(*a: object, **k: object) -> None:
+        raise AssertionError("scanned although the output was busy")
+
+    monkeypatch.setattr(split, "load_grouped", no_scan)
+    with output_lock(tmp_path / "s", "leuko split"):
+        invoke("split", str(tmp_path / "d"), "--out", str(tmp_path / "s")).one_line_error(
+            2, "is in use by another leuko run")
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("dedupe", ""), "an empty argument ('' after dedupe)"),
+    (("train", "--resume", "--out", "no-such-run"), "there is no run at no-such-run"),
+    (("split", "d", "--group-by", "column:nope", "--out", "s"), "a folder has no columns"),
+])
+def test_messages_say_what_is_wrong(args: tuple[str, ...], fragment: str,
+                                    tmp_path: Path) -> None:
+    make_dataset(tmp_path / "d", per_class=3, size=(48, 48), seed=1, plant=False)
+    invoke(*args, cwd=tmp_path).one_line_error(2, fragment)

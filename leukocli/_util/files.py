@@ -241,9 +241,11 @@ def output_lock(folder: Path, what: str) -> Iterator[Path]:
     """Hold `folder/.leuko.lock` while a command writes `folder`.
 
     A second run refuses with one line naming the holder's pid; a lock left by a process
-    that no longer exists (on this host) is taken over.
+    that no longer exists (on this host) is taken over. A folder the lock had to create
+    is removed again when the work inside fails before writing anything into it.
     """
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
@@ -279,9 +281,20 @@ def output_lock(folder: Path, what: str) -> Iterator[Path]:
         raise LeukoError(f"could not take the lock {lock}; remove it if no leuko run is using it")
     try:
         yield lock
-    finally:
-        if _read_lock(lock).get("pid") == me["pid"]:
-            lock.unlink(missing_ok=True)
+    except BaseException:
+        _release(lock, me)
+        if created:
+            try:
+                folder.rmdir()  # only when empty: nothing was written
+            except OSError:
+                pass
+        raise
+    _release(lock, me)
+
+
+def _release(lock: Path, me: dict[str, Any]) -> None:
+    if _read_lock(lock).get("pid") == me["pid"]:
+        lock.unlink(missing_ok=True)
 
 
 def _read_lock(lock: Path) -> dict[str, Any]:

@@ -50,6 +50,11 @@ class LeukoGroup(TyperGroup):
             return super().main(args, prog_name, complete_var, False, windows_expand_args,
                                 **extra)
         forget_errors()
+        argv = list(sys.argv[1:] if args is None else args)
+        if "" in argv:  # Path("") is the current folder: `leuko dedupe ""` scanned it
+            after = argv[argv.index("") - 1] if argv.index("") else "leuko"
+            error_line(f"an empty argument ('' after {after}) names no file, folder or value")
+            sys.exit(EXIT_USAGE)
         try:
             code = super().main(args, prog_name, complete_var, False, windows_expand_args,
                                 **extra)

@@ -51,7 +51,12 @@ def count(
         raise LeukoError(f"--format must be table or json (got {fmt!r})")
     if not 0.02 <= cell_size <= 1.0:
         raise LeukoError(f"--cell-size must be between 0.02 and 1 (got {cell_size})")
+    from ..evaluation.count import check_annotations
+
     photos, errors = collect_images(paths)
+    if evaluate:
+        check_annotations(photos)
+    photos = _readable(photos, errors)
     bundle = _model(model)
     summary, evaluation = _run(photos, bundle, LocatorParams(cell=cell_size), out, evaluate,
                                errors)
@@ -68,6 +73,19 @@ def count(
     if errors:
         raise LeukoError(f"{len(errors)} photo(s) could not be counted (reasons above)",
                          exit_code=EXIT_PARTIAL)
+
+
+def _readable(photos: list[Path], errors: list[tuple[str, str]]) -> list[Path]:
+    """The photos that decode (a decompression bomb, say, is skipped like predict skips
+    it); the others are added to `errors`."""
+    from ..data.images import check_images
+
+    reasons = check_images(photos, "decode", "checking photos", RichReporter())
+    errors += [(str(p), r) for p, r in zip(photos, reasons, strict=True) if r is not None]
+    good = [p for p, r in zip(photos, reasons, strict=True) if r is None]
+    if not good:
+        raise LeukoError(f"none of the photos is readable ({errors[0][0]}: {errors[0][1]})")
+    return good
 
 
 def _model(model: str) -> Any:

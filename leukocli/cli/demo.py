@@ -52,7 +52,9 @@ def demo(
 ) -> None:
     """Run the whole chain on synthetic data: synth, dedupe, split, train, evaluate, predict,
     report."""
-    folder = folder.expanduser().resolve()
+    from .._util.files import ensure_writable_dir
+
+    folder = ensure_writable_dir(folder.expanduser(), "FOLDER").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     with _inside(folder):
         timings = [(name, _step(title, shell, fn)) for name, title, shell, fn in _steps(epochs)]

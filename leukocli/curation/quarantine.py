@@ -336,9 +336,15 @@ def _check_accounted(p: Path, qdir: Path, listed: set[str]) -> None:
 
 def undo_quarantine(manifest: Path, reporter: Reporter = SILENT) -> MoveSummary:
     """Move every quarantined file back, verifying its sha256; tolerate unmoved entries."""
-    entries = read_manifest(manifest).entries
+    checked = read_manifest(manifest)
+    entries = checked.entries
     summary = MoveSummary(manifest=manifest.expanduser())
-    log = _Manifest(manifest.expanduser())
+    try:
+        log = _Manifest(manifest.expanduser())
+    except OSError as exc:  # a read-only quarantine: nothing could move out of it either
+        raise LeukoError(f"cannot record restores in {manifest}: "
+                         f"{exc.strerror or exc} (the quarantine {checked.quarantine} must be "
+                         "writable to move files out of it); nothing was restored") from None
     try:
         with reporter.task("restoring", len(entries)) as advance:
             for e in entries:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir, output_lock
 from .._util.progress import SILENT, Reporter
-from ..data.dataset import Dataset, Record, scan
+from ..data.dataset import Dataset, Record, require_classes, scan
 from ..errors import LeukoError
 from .groups import check_group_spec, load_exclusions, resolve_groups
 
@@ -242,6 +242,7 @@ def load_grouped(
     excluded = 0
     if exclude is not None:
         ds, excluded = apply_exclude(ds, exclude, reporter)
+    require_classes(ds)
     return ds, resolve_groups(ds, group_by, reporter), excluded
 
 
@@ -260,18 +261,20 @@ def run_split(
     check_fractions(val, test)
     check_group_spec(group_by)
     out = check_out(out, force)
-    ds, groups, excluded = load_grouped(data, group_by, exclude, reporter)
-    records = ds.records
-    result = split_dataset([r.label for r in records], groups, val=val, test=test, seed=seed)
-    for w in result.warnings:
-        reporter.warn(w)
-    params: dict[str, Any] = {
-        "data": str(ds.source), "val": val, "test": test, "seed": seed,
-        "group_by": group_by, "exclude": str(exclude) if exclude else None,
-        "excluded": excluded, "images": len(records), "groups": len(set(groups)),
-    }
+    # locked from the start: a second split into the same folder is refused at once
     with output_lock(out, "leuko split"):
-        check_out(out, force)  # another split may have written it meanwhile
+        ds, groups, excluded = load_grouped(data, group_by, exclude, reporter)
+        records = ds.records
+        result = split_dataset([r.label for r in records], groups, val=val, test=test,
+                               seed=seed)
+        for w in result.warnings:
+            reporter.warn(w)
+        params: dict[str, Any] = {
+            "data": str(ds.source), "val": val, "test": test, "seed": seed,
+            "group_by": group_by, "exclude": str(exclude) if exclude else None,
+            "excluded": excluded, "images": len(records), "groups": len(set(groups)),
+        }
+        check_out(out, force)  # another split may have written it before the lock
         summary = write_split(out, ds, records, result, params)
     written = ", ".join(f"{n}.csv" for n in summary["splits"])
     reporter.info(f"wrote {written}, classes.json and split.json to {out}")

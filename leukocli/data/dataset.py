@@ -111,6 +111,20 @@ def relabel(ds: Dataset, mapping: dict[str, str]) -> Dataset:
     return Dataset(ds.root, ds.source, ds.kind, records, ds.problems, classes)
 
 
+def require_classes(ds: Dataset, minimum: int = 2) -> None:
+    """A classifier needs two classes: refuse one-class data before any work is done."""
+    found = sorted({r.label for r in ds.records})
+    if len(found) < minimum:
+        raise LeukoError(
+            f"{ds.source} holds {len(found)} class{'' if len(found) == 1 else 'es'} "
+            f"({', '.join(found) or 'none'}); a classifier needs at least {minimum}: one "
+            "folder per class (DIR/<CLASS>/*.jpg), or a manifest whose label column names them"
+        )
+
+
+MISSING_LABELS = {"nan", "na", "n/a", "null", "none"}  # what spreadsheets write for empty
+
+
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -293,7 +307,9 @@ def _scan_manifest(csv_path: Path, check: CheckMode, reporter: Reporter) -> Data
         rel = _rel(q, root)
         if check == "none" and not q.exists():
             reason = "file not found"
-        reason = reason or ("empty label" if not labels[i] else conflicts.get(i))
+        reason = reason or ("empty label" if not labels[i] else
+                            f"missing label ({labels[i]!r}, as spreadsheets write an empty "
+                            "cell)" if labels[i].lower() in MISSING_LABELS else conflicts.get(i))
         if reason is not None:
             problems.append(Problem(q, rel, reason))
             continue

@@ -71,6 +71,9 @@ def default_run_dir(backbone: str) -> Path:
 
 def find_resume_dir(out: Path | None) -> Path:
     target = Path(out) if out is not None else Path("runs") / "latest"
+    if not (target.exists() or target.is_symlink()):
+        raise LeukoError(f"--resume: there is no run at {target} to continue; start one with "
+                         f"`leuko train --out {target}`")
     run_dir = resolve_run_dir(target)
     if not (run_dir.is_dir() and (run_dir / META_FILE).exists()):
         raise LeukoError(
