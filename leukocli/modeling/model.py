@@ -21,7 +21,7 @@ from .backbones import (
     get_backbone_spec,
     shipped_weights,
 )
-from .layers import CellCrop
+from .layers import BALANCE_TARGET, CellCrop, ColorBalance, StainNorm
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,7 +44,20 @@ def _preprocessing_layers(spec: BackboneSpec) -> list[keras.layers.Layer]:
     return []
 
 
-def _compact_backbone(img_size: tuple[int, int], bn_momentum: float = 0.5) -> keras.Model:
+NORMS = ("batch", "group")
+
+
+def _norm_layer(norm: str, momentum: float, name: str) -> keras.layers.Layer:
+    """BatchNormalization, or GroupNormalization, which keeps no running statistics: each
+    image is normalised by its own, so a microscope whose features sit elsewhere than the
+    training data's is not pushed off by statistics learned there."""
+    if norm == "group":
+        return keras.layers.GroupNormalization(groups=8, name=name.replace("_bn", "_gn"))
+    return keras.layers.BatchNormalization(momentum=momentum, name=name)
+
+
+def _compact_backbone(img_size: tuple[int, int], bn_momentum: float = 0.5,
+                      norm: str = "batch") -> keras.Model:
     """A small from-scratch CNN: quick on a CPU, enough for synthetic or easy data.
 
     BatchNormalization uses a fast-moving average (momentum 0.5 unless told otherwise):
@@ -56,7 +69,7 @@ def _compact_backbone(img_size: tuple[int, int], bn_momentum: float = 0.5) -> ke
     x = inputs
     for i, filters in enumerate((32, 64, 128, 128)):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"c{i}_conv")(x)
-        x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"c{i}_bn")(x)
+        x = _norm_layer(norm, bn_momentum, f"c{i}_bn")(x)
         x = keras.layers.ReLU(name=f"c{i}_relu")(x)
         x = keras.layers.MaxPooling2D(2, padding="same", name=f"c{i}_pool")(x)
     return keras.Model(inputs, x, name=BACKBONE_LAYER)
@@ -82,13 +95,13 @@ def _missing_weights_error(spec: BackboneSpec, exc: BaseException) -> LeukoError
 
 def build_backbone(
     spec: BackboneSpec, img_size: tuple[int, int], weights: str | None,
-    bn_momentum: float = 0.5,
+    bn_momentum: float = 0.5, norm: str = "batch",
 ) -> keras.Model:
     """The headless backbone named `backbone`, loaded with `weights` (imagenet/None/path)."""
     check_input_size(spec, img_size)
     shape = (img_size[0], img_size[1], 3)
     if spec.builder is None:
-        base = _compact_backbone(img_size, bn_momentum)
+        base = _compact_backbone(img_size, bn_momentum, norm)
         if weights is not None and weights != "imagenet":
             _load_into(base, weights, spec.name)
         return base
@@ -164,6 +177,9 @@ def build_model(
     bn_momentum: float = 0.5,
     crop_scale: float | None = None,
     crop_jitter: float = 0.0,
+    balance: bool = False,
+    norm: str = "batch",
+    stain_norm: bool = False,
 ) -> keras.Model:
     """Raw-pixel input -> backbone preprocessing -> backbone -> the paper's head (figure 2).
 
@@ -171,22 +187,30 @@ def build_model(
     The softmax is float32 even under a mixed-precision policy. With `crop_cell` = S > 0 a
     CellCrop layer first cuts a square around the stained cell (`crop_scale` times its
     diameter, or `crop_window` of the image without a scale) resized to SxS, and the
-    backbone sees that.
+    backbone sees that. With `balance` a ColorBalance layer first brings the photo's
+    background to a neutral grey (and the crop fills beyond the photo with that grey).
+    With `stain_norm` a StainNorm layer brings the crop's stain to one strength.
+    `norm` "group" builds the compact backbone and the head with GroupNormalization.
     """
     spec = get_backbone_spec(backbone)
     if n_classes < 2:
         raise LeukoError(f"need at least 2 classes to train a classifier (got {n_classes})")
     inner = (crop_cell, crop_cell) if crop_cell > 0 else img_size
-    base = build_backbone(spec, inner, weights, bn_momentum)
+    base = build_backbone(spec, inner, weights, bn_momentum, norm)
     inputs = keras.Input((img_size[0], img_size[1], 3), name="image", dtype="float32")
     x = inputs
+    if balance:
+        x = ColorBalance(name="color_balance")(x)
     if crop_cell > 0:
-        x = CellCrop(crop_cell, crop_window, crop_scale, crop_jitter, name="cell_crop")(x)
+        x = CellCrop(crop_cell, crop_window, crop_scale, crop_jitter,
+                     fill=BALANCE_TARGET if balance else 0.0, name="cell_crop")(x)
+    if stain_norm:
+        x = StainNorm(name="stain_norm")(x)
     for layer in _preprocessing_layers(spec):
         x = layer(x)
     x = base(x)
     x = keras.layers.Conv2D(head_filters, 3, padding="same", activation="relu", name="head_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=0.9, name="head_bn")(x)
+    x = _norm_layer(norm, 0.9, "head_bn")(x)
     x = keras.layers.MaxPooling2D(2, padding="same", name="head_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Flatten(name="head_flatten")(x)

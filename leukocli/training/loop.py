@@ -120,6 +120,7 @@ def run_metadata(plan: TrainPlan, inputs: _Inputs, precision: str, strategy: str
         "augment_policy": recipe.augment if opts.augment else None,
         "crop_cell": recipe.crop_cell, "crop_scale": recipe.crop_scale,
         "label_smoothing": recipe.label_smoothing,
+        "balance": recipe.balance, "stain_norm": recipe.stain_norm,
         "lr_schedule": recipe.schedule, "weight_decay": recipe.weight_decay,
         "epochs_planned": recipe.epochs,
         "head_epochs": head_epochs_for(recipe.epochs) if plan.weights is not None else 0,
@@ -277,7 +278,8 @@ def _fit(
         model = build_model(
             opts.backbone, opts.img_size, n_classes, weights=plan.weights,
             crop_cell=recipe.crop_cell, crop_scale=recipe.crop_scale or None,
-            crop_jitter=recipe.crop_jitter,
+            crop_jitter=recipe.crop_jitter, balance=recipe.balance,
+            stain_norm=recipe.stain_norm,
             # a from-scratch BatchNorm needs a fast average only when epochs are short
             bn_momentum=0.5 if n_train / opts.batch < 100 else 0.9,
         )
