@@ -13,6 +13,7 @@ from rich.table import Table
 from ..errors import EXIT_PARTIAL, LeukoError
 from .app import command
 from .console import RichReporter, console, info, warn
+from .options import model_or_shipped
 
 
 @command()
@@ -92,6 +93,8 @@ def _model(model: str) -> Any:
     if model.strip().lower() == "none":
         return None
     from ..modeling.bundle import load_bundle, resolve_run_dir
+
+    model = str(model_or_shipped(model))
 
     resolve_run_dir(Path(model))
     return load_bundle(Path(model))

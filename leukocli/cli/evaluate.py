@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
 from .console import RichReporter, console, info
-from .options import INFER_BATCH, InferBatch, Tta
+from .options import INFER_BATCH, InferBatch, Tta, model_or_shipped
 
 
 @command()
@@ -43,6 +43,11 @@ def evaluate(
         bool, typer.Option("--ignore-unknown", help="Skip images of classes the model lacks.")
     ] = False,
     tta: Tta = 1,
+    all_classes: Annotated[
+        bool, typer.Option("--all-classes", help="Let every class of the model compete, "
+                           "also those the data does not hold (default: the model chooses "
+                           "among the data's classes).")
+    ] = False,
 ) -> None:
     """Evaluate a trained model: accuracy with CI, per-class report, confusion matrix.
 
@@ -51,9 +56,10 @@ def evaluate(
     """
     from ..evaluation.evaluate import evaluate, write_outputs
 
+    model = model_or_shipped(model)
     data_path, model_path, target = _check(data, model, out, batch, group_by, tta)
     ev = evaluate(data_path, model, batch, group_by, map_ or [], ignore_unknown, tta,
-                  reporter=RichReporter())
+                  reporter=RichReporter(), all_classes=all_classes)
     ev.metrics.update({"data": str(data_path.resolve()), "model": str(model_path),
                        "mapping": list(map_ or []), "tta": tta > 1, "tta_views": tta})
     title = f"{data_path.name}: accuracy {100 * ev.metrics['accuracy']:.1f}% (n={ev.metrics['n']})"

@@ -13,6 +13,7 @@ from rich.table import Table
 from ..errors import EXIT_PARTIAL, LeukoError
 from .app import command
 from .console import RichReporter, console, warn
+from .options import model_or_shipped
 
 
 @command()
@@ -39,6 +40,7 @@ def explain(
 
     if fmt not in ("table", "json"):
         raise LeukoError(f"--format must be table or json (got {fmt!r})")
+    model = model_or_shipped(model)
     resolve_run_dir(model)
     ensure_writable_dir(out)
     files, errors = collect_images(paths)

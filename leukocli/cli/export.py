@@ -9,6 +9,7 @@ import typer
 
 from .app import command
 from .console import console, info
+from .options import model_or_shipped
 
 
 @command()
@@ -40,6 +41,7 @@ def export(
     from ..modeling.export import card_path, check_export_options
 
     check_export_options(fmt, quantize)
+    model = model_or_shipped(model)
     resolve_run_dir(model)  # fail fast, before TensorFlow loads, when there is no model
     from ..modeling.export import export_run
 

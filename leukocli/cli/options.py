@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 import typer
 
 from ..evaluation import INFER_BATCH as INFER_BATCH
-from ..training.options import RECIPES, TrainOptions
+from ..training.options import NO_VAL, RECIPES, TrainOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +43,9 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         Path(D.train_csv),
     ),
     "val_csv": (
-        Annotated[Path, typer.Option("--val", help="Validation manifest or folder.")],
+        Annotated[Path, typer.Option("--val", help="Validation manifest or folder, or none: "
+                                        "no validation, a fixed schedule and the last "
+                                        "epoch kept (few labelled cells).")],
         Path(D.val_csv),
     ),
     "img": (
@@ -72,8 +74,9 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[
             str,
             typer.Option(
-                help="inceptionresnetv2, xception, resnet50v2, inceptionv3, mobilenetv2, "
-                "densenet121, efficientnetb0, or compact (small CNN from scratch)."
+                help="auto (the --weights run's or shipped model's, else "
+                "inceptionresnetv2), inceptionresnetv2, xception, resnet50v2, inceptionv3, "
+                "mobilenetv2, densenet121, efficientnetb0, or compact (small CNN from scratch)."
             ),
         ],
         D.backbone,
@@ -137,8 +140,10 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
             str,
             typer.Option(
                 help="auto (cpu for compact, paper otherwise), paper (flips/rotations, "
-                "Adam, ReduceLROnPlateau) or cpu (cell crop, strong augmentation, "
-                "label smoothing, AdamW with cosine decay)."
+                "Adam, ReduceLROnPlateau), cpu (cell crop, strong augmentation, "
+                "label smoothing, AdamW with cosine decay) or domain (cpu's, with the "
+                "background and stain normalised inside the model and augmentation over "
+                "what differs between microscopes; the shipped wbc model's)."
             ),
         ],
         D.recipe,
@@ -201,7 +206,7 @@ def train_options_from(values: dict[str, Any]) -> TrainOptions:
     kw["img_size"] = parse_size(kw.pop("img"))
     kw["mapping"] = tuple(kw.pop("map_") or ())
     for key in ("train_csv", "val_csv"):
-        if key in kw:
+        if key in kw and not (key == "val_csv" and str(kw[key]).strip().lower() == NO_VAL):
             kw[key] = str(Path(kw[key]).expanduser().absolute())
     return TrainOptions(**kw)
 
@@ -241,3 +246,27 @@ def with_train_options(*, without: tuple[str, ...] = ()) -> Callable[[F], F]:
         return run  # type: ignore[return-value]
 
     return decorate
+
+
+DEFAULT_MODEL = Path("runs/latest")
+SHIPPED_DEFAULT = "wbc"  # leuko's shipped classifier, used when no run exists here
+
+
+def model_or_shipped(model: Path | str) -> Path:
+    """The --model to use: as given, or, when it is the default runs/latest and nothing is
+    there, leuko's shipped classifier, said in one line on stderr (so a lab can predict
+    and count right after install, and knows which model answered)."""
+    from ..modeling.backbones import shipped_model
+
+    p = Path(model)
+    if p != DEFAULT_MODEL or p.exists() or p.is_symlink():
+        return p
+    shipped = shipped_model(SHIPPED_DEFAULT)
+    if shipped is None:
+        return p
+    from .console import err_console
+
+    err_console.print(f"no {DEFAULT_MODEL} here: using leuko's shipped classifier "
+                      f"{SHIPPED_DEFAULT} (--model to choose another)", soft_wrap=True,
+                      highlight=False)
+    return Path(SHIPPED_DEFAULT)

@@ -14,7 +14,7 @@ from rich.text import Text
 from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
 from .console import RichReporter, console, err_console
-from .options import INFER_BATCH, InferBatch, Tta
+from .options import INFER_BATCH, InferBatch, Tta, model_or_shipped
 
 if TYPE_CHECKING:
     from ..evaluation.predict import PredictResult
@@ -56,6 +56,7 @@ def predict(
     check_tta(tta)
     if not paths:
         raise LeukoError("give at least one image file, folder or glob")
+    model = model_or_shipped(model)
     resolve_run_dir(model)  # fail fast, before scanning, when there is no model at all
     if explain is not None:
         from .._util.files import ensure_writable_dir

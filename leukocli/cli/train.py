@@ -68,11 +68,18 @@ def summarize(result: TrainResult) -> None:
     best = result.best
     if result.best_epoch is not None:
         which = "last epoch" if result.keep == "last" else "best epoch"
-        console.print(
-            f"{which} {result.best_epoch} saved: "
-            f"val loss {best.get('val_loss', float('nan')):.4f}, "
-            f"val accuracy {best.get('val_accuracy', float('nan')):.4f}"
-        )
+        if best.get("val_loss") is None:  # --val none
+            console.print(
+                f"{which} {result.best_epoch} saved (no validation part): training loss "
+                f"{best.get('loss', float('nan')):.4f}, accuracy "
+                f"{best.get('accuracy', float('nan')):.4f} (augmented, not a held-out figure)"
+            )
+        else:
+            console.print(
+                f"{which} {result.best_epoch} saved: "
+                f"val loss {best.get('val_loss', float('nan')):.4f}, "
+                f"val accuracy {best.get('val_accuracy', float('nan')):.4f}"
+            )
     pointer = result.run_dir.parent / "latest"
     latest = f"{pointer} left alone" if result.latest_note else f"{pointer} points at it"
     console.print(

@@ -81,6 +81,13 @@ def select_records(
         if old not in ds.classes:
             reporter.warn(f"--map {old}={mapping[old]}: the data has no class {old!r}")
     known = set(classes)
+    # a class named in another case is that class (PBC's folders are lower case)
+    by_lower: dict[str, list[str]] = {}
+    for c in classes:
+        by_lower.setdefault(c.lower(), []).append(c)
+    same = {c: by_lower[c.lower()][0] for c in ds.classes
+            if c not in known and c not in mapping and len(by_lower.get(c.lower(), [])) == 1}
+    mapping = {**same, **mapping}
     labels = [mapping.get(r.label, r.label) for r in ds.records]
     unknown = sorted({lab for lab in labels if lab not in known})
     if unknown and not ignore_unknown:
@@ -121,6 +128,7 @@ class Evaluation:
     probs: np.ndarray
     groups: list[str | None] | None
     bundle: Bundle
+    classes: list[str]  # the classes scored: the model's, or the data's among them
 
 
 def evaluate(
@@ -132,11 +140,14 @@ def evaluate(
     ignore_unknown: bool = False,
     tta: int = 1,
     reporter: Reporter = SILENT,
+    all_classes: bool = False,
 ) -> Evaluation:
     """Scan `data`, check its classes against the model's, predict, compute all metrics.
 
     Class mistakes are caught from the run's metadata before the model is loaded, so
-    they cost no TensorFlow start-up.
+    they cost no TensorFlow start-up. When the data holds only some of the model's
+    classes (4 cell types for an 8-class model), the model chooses among those, as a
+    lab's 4-class differential would (`all_classes` lets every class compete).
     """
     ds = scan(data, check="decode", reporter=reporter)
     if ds.problems:
@@ -157,10 +168,20 @@ def evaluate(
     probs = predict_probs(
         bundle, [r.path for r in records], batch, "evaluating", tta=tta, reporter=reporter
     )
+    scored = [c for c in classes if c in set(labels)]
+    if not all_classes and 2 <= len(scored) < len(classes):
+        reporter.info(f"scoring among the data's {len(scored)} classes of the model's "
+                      f"{len(classes)} ({', '.join(scored)})")
+        cols = [index[c] for c in scored]
+        probs = probs[:, cols] / np.maximum(probs[:, cols].sum(axis=1, keepdims=True), 1e-12)
+        index = {c: i for i, c in enumerate(scored)}
+        y_true = np.array([index[lab] for lab in labels], dtype=int)
+        classes = scored
     metrics = classification_metrics(probs, y_true, classes, groups)
+    metrics["classes_scored"] = list(classes)
     metrics["n_unreadable"] = len(ds.problems)
     metrics["n_skipped_unknown"] = len(ds.records) - len(keep)
-    return Evaluation(metrics, records, labels, probs, groups, bundle)
+    return Evaluation(metrics, records, labels, probs, groups, bundle, list(classes))
 
 
 def write_predictions(
@@ -192,8 +213,12 @@ def write_predictions(
 def output_dir(model: Path, bundle_run_dir: Path | None, out: Path | None) -> Path:
     """Where evaluate writes: --out, else the run directory (its evaluate/ folder for a cv
     ensemble, whose confusion.png is the out-of-fold one), else beside the model file."""
+    from ..modeling.backbones import is_shipped
+
     if out is not None:
         return Path(out)
+    if is_shipped(bundle_run_dir):  # never into the installed package: here, by name
+        return Path(f"{Path(str(bundle_run_dir)).name}-evaluate")
     if bundle_run_dir is not None:
         is_ensemble = ensemble_members(bundle_run_dir) is not None
         return bundle_run_dir / "evaluate" if is_ensemble else bundle_run_dir
@@ -211,6 +236,6 @@ def write_outputs(ev: Evaluation, out_dir: Path, json_path: Path | None, title: 
         ensure_writable_dir(Path(json_path).parent, "--json")
         atomic_write_json(Path(json_path), ev.metrics)
         written.append(Path(json_path))
-    write_predictions(written[1], ev.records, ev.labels, ev.probs, ev.bundle.classes, ev.groups)
-    plot_confusion(ev.metrics["confusion_matrix"], ev.bundle.classes, written[2], title=title)
+    write_predictions(written[1], ev.records, ev.labels, ev.probs, ev.classes, ev.groups)
+    plot_confusion(ev.metrics["confusion_matrix"], ev.classes, written[2], title=title)
     return written

@@ -78,7 +78,7 @@ def gather(run: Path, data: Path | None, reporter: Reporter = SILENT) -> Predict
     groups = [g if g is not None else f"image:{i}" for i, g in enumerate(ev.groups or
                                                                           [None] * len(ev.labels))]
     return Predictions([str(r.path) for r in ev.records], list(ev.labels), groups, ev.probs,
-                       list(ev.bundle.classes), f"an evaluation on {data}")
+                       list(ev.classes), f"an evaluation on {data}")
 
 
 def worst_mistakes(pred: Predictions, limit: int = GALLERY) -> list[int]:

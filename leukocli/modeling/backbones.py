@@ -85,6 +85,69 @@ def shipped_weights() -> dict[str, dict[str, Any]]:
     return out
 
 
+def shipped_model(name: str) -> Path | None:
+    """The run folder of leuko's shipped classifier `name` (e.g. wbc), None if not one.
+
+    A shipped classifier is a whole leuko run (model.keras + leuko.json with its card)
+    inside the package, so `--model wbc` works after install, offline, with no training.
+    """
+    key = (name or "").strip().lower()
+    if not key or not key.isidentifier():
+        return None
+    run = WEIGHTS_DIR / key
+    if (run / "model.keras").is_file() and (run / "leuko.json").is_file():
+        return run
+    return None
+
+
+def is_shipped(run: Path | None) -> bool:
+    """True for a run folder inside the package: outputs never go there."""
+    if run is None:
+        return False
+    try:
+        return Path(run).resolve().parent == WEIGHTS_DIR
+    except OSError:
+        return False
+
+
+def shipped_models() -> list[str]:
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if shipped_model(p.name)) \
+        if WEIGHTS_DIR.is_dir() else []
+
+
+def source_meta(weights: str) -> dict[str, Any]:
+    """The leuko.json (or shipped card) of what a --weights value names; {} for none."""
+    text = (weights or "").strip()
+    if text.lower() in ("", "auto", "imagenet", "none", "scratch", "random"):
+        return {}
+    run = shipped_model(text)
+    if run is None:
+        if text.lower() in shipped_weights():
+            return shipped_weights()[text.lower()]
+        path = Path(text).expanduser()
+        if not text or not path.exists():
+            return {}
+        if path.is_file() and path.suffix.lower() == ".keras":
+            path = path.parent
+        elif not (path.is_dir() or path.name == "latest"):
+            return {}
+        from .bundle import resolve_run_dir
+
+        run = resolve_run_dir(path)
+        if run.is_file():
+            run = run.parent
+    try:
+        meta = json.loads((run / "leuko.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def source_backbone(weights: str) -> str | None:
+    """The backbone of the run or shipped model a --weights value names (None: not one)."""
+    return str(source_meta(weights).get("backbone") or "") or None
+
+
 def weights_source(weights: str | None) -> dict[str, Any]:
     """What a resolved --weights brings besides the backbone: backbone name, crop settings.
 
@@ -153,8 +216,10 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> str | None:
     if low in shipped_weights():
         return _shipped(spec, low)
     path = Path(text).expanduser()
+    if not path.exists() and shipped_model(low) is not None:
+        return _run_source(spec, text, shipped_model(low) or path)
     if not path.exists():
-        names = ", ".join(shipped_weights()) or "none shipped"
+        names = ", ".join([*shipped_weights(), *shipped_models()]) or "none shipped"
         raise LeukoError(
             f"--weights {text}: no such file or run (use imagenet, none, a shipped name "
             f"({names}), a leuko run directory, or a .h5/.weights.h5 file)"

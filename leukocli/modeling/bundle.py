@@ -173,6 +173,12 @@ def resolve_run_dir(path: Path) -> Path:
         if not name or not target.exists():
             raise LeukoError(f"{p} names run {name!r}, which does not exist; {_HOW_TO_GET_ONE}")
         return target.resolve()
+    if not p.exists() and len(p.parts) == 1:
+        from .backbones import shipped_model
+
+        shipped = shipped_model(str(p))
+        if shipped is not None:  # a shipped classifier's name (--model wbc)
+            return shipped
     if not p.exists():
         if p.name == LATEST:
             raise LeukoError(f"no trained model at {p}: {_HOW_TO_GET_ONE}")

@@ -219,6 +219,46 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"leuko_{spec.name}")
 
 
+HEAD_LAYERS = ("head_conv", "head_bn")
+
+
+def start_head_from(model: keras.Model, run: Path, classes: list[str]) -> list[str]:
+    """Start `model`'s head from the head of the run it starts from: its feature layers
+    where their shapes agree, and the output row of every class both know (matched
+    without regard to case). Returns the classes matched.
+
+    A few labelled cells of a new microscope cannot train a head from nothing (10 per
+    class reached about 50% so): the source's head already separates those classes, and
+    adapting it moves it only as far as the new lab's cells need.
+    """
+    from .bundle import load_bundle
+
+    source = load_bundle(run)
+    theirs = source.model
+    for name in HEAD_LAYERS:
+        try:
+            mine_layer, their_layer = model.get_layer(name), theirs.get_layer(name)
+        except ValueError:
+            return []
+        a, b = mine_layer.get_weights(), their_layer.get_weights()
+        if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=True)):
+            return []  # another crop or head size: the head starts fresh
+        mine_layer.set_weights(b)
+    kernel, bias = model.get_layer("logits").get_weights()
+    src_kernel, src_bias = theirs.get_layer("logits").get_weights()
+    if src_kernel.shape[0] != kernel.shape[0]:
+        return []
+    by_lower = {str(c).lower(): i for i, c in enumerate(source.classes)}
+    matched = []
+    for j, c in enumerate(classes):
+        i = by_lower.get(c.lower())
+        if i is not None:
+            kernel[:, j], bias[j] = src_kernel[:, i], src_bias[i]
+            matched.append(c)
+    model.get_layer("logits").set_weights([kernel, bias])
+    return matched
+
+
 def get_backbone(model: keras.Model) -> keras.Model:
     """The nested backbone model inside a model made by build_model."""
     layer = model.get_layer(BACKBONE_LAYER)

@@ -33,7 +33,7 @@ from ..curation.split import load_grouped
 from ..data.dataset import parse_map, relabel, require_classes
 from ..errors import Interrupted, LeukoError
 from ..modeling.bundle import META_FILE, MODEL_FILE, load_bundle, point_latest, write_ensemble
-from .options import TrainOptions, resolve
+from .options import TrainOptions, resolve, with_backbone
 
 CV_FILE = "cv.json"
 FOLDS_FILE = "folds.csv"
@@ -77,7 +77,7 @@ def plan_options(opts: TrainOptions, reporter: Reporter) -> TrainOptions:
         reporter.warn("--keep best lets each held-out fold choose its own epoch; the "
                       "cross-validated figure will be optimistic")
     resolve(opts)
-    return opts
+    return with_backbone(opts)
 
 
 # --------------------------------------------------------------------------- planning

@@ -22,13 +22,13 @@ from .._util.progress import SILENT, Reporter
 from ..data.dataset import Dataset, parse_map, relabel
 from ..errors import LeukoError, first_line
 from ..evaluation.plots import plot_curves
-from ..modeling.backbones import get_backbone_spec
+from ..modeling.backbones import RUN_PREFIX, get_backbone_spec
 from ..modeling.bundle import META_FILE
 from ..modeling.loader import build_dataset
-from ..modeling.model import build_model, set_backbone_trainable
+from ..modeling.model import build_model, set_backbone_trainable, start_head_from
 from .callbacks import CtrlC, EpochProgress, RunRecorder, SyncMovingStatistics
 from .hardware import make_strategy, pick_precision
-from .options import TrainOptions, TrainPlan, resolve
+from .options import NO_VAL, TrainOptions, TrainPlan, has_val, resolve, with_backbone
 from .run import (
     CHECKPOINT_DIR,
     CURVES_FILE,
@@ -78,7 +78,10 @@ def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> _Inputs:
     """Scan both splits and check they hold the same classes."""
     mapping = parse_map(opts.mapping)
     train = relabel(load_split(Path(opts.train_csv), "train", reporter), mapping)
-    val = relabel(load_split(Path(opts.val_csv), "val", reporter), mapping)
+    if has_val(opts):
+        val = relabel(load_split(Path(opts.val_csv), "val", reporter), mapping)
+    else:  # --val none: train on every labelled cell, a fixed schedule
+        val = Dataset(train.root, train.source, train.kind, [], [], list(train.classes))
     tr, va = set(train.classes), set(val.classes)
     if tr != va:
         parts = [f"only in {name}: {', '.join(sorted(s))}"
@@ -92,6 +95,9 @@ def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> _Inputs:
         raise LeukoError(f"need at least 2 classes to train (found {', '.join(classes)})")
     manifests = {}
     for name, data, p in (("train", train, opts.train_csv), ("val", val, opts.val_csv)):
+        if name == "val" and not has_val(opts):
+            manifests[name] = {"path": NO_VAL, "rows": 0}
+            continue
         path = Path(p).expanduser()
         manifests[name] = {
             "path": str(path.resolve()), "rows": len(data.records),
@@ -149,7 +155,7 @@ def train(
         opts = TrainOptions.from_json(read_run_options(run_dir)["options"])
     else:
         run_dir = Path(out) if out is not None else default_run_dir(
-            get_backbone_spec(opts.backbone).name
+            get_backbone_spec(with_backbone(opts).backbone).name
         )
     plan = resolve(opts)
     ensure_writable_dir(run_dir)
@@ -209,7 +215,7 @@ def _warn_changed_manifests(meta: dict[str, Any], inputs: _Inputs, reporter: Rep
     old = meta.get("manifests", {})
     for name in ("train", "val"):
         before = old.get(name, {}).get("fingerprint")
-        if before not in (None, inputs.manifests[name]["fingerprint"]):
+        if before not in (None, inputs.manifests[name].get("fingerprint")):
             reporter.warn(f"the {name} manifest changed since this run started; resuming anyway")
 
 
@@ -238,7 +244,7 @@ class _Fit:
     model: keras.Model
     strategy: tf.distribute.Strategy
     train_ds: tf.data.Dataset
-    val_ds: tf.data.Dataset
+    val_ds: tf.data.Dataset | None  # None with --val none
     class_weight: dict[int, float] | None
     steps_per_epoch: int
     progress: EpochProgress
@@ -265,7 +271,7 @@ def _fit(
         n_classes=n_classes,
     )
     val_ds = build_dataset([str(r.path) for r in inputs.val.records], y_val, opts.img_size,
-                           opts.batch, n_classes=n_classes)
+                           opts.batch, n_classes=n_classes) if y_val else None
     pretrained = plan.weights is not None
     reporter.info(
         f"training {opts.backbone} "
@@ -283,6 +289,10 @@ def _fit(
             # a from-scratch BatchNorm needs a fast average only when epochs are short
             bn_momentum=0.5 if n_train / opts.batch < 100 else 0.9,
         )
+    if plan.weights is not None and plan.weights.startswith(RUN_PREFIX):
+        with strategy.scope():
+            run.meta["head_from"] = start_head_from(
+                model, Path(plan.weights[len(RUN_PREFIX):]), inputs.classes)
     fit = _Fit(plan, run, model, strategy, train_ds, val_ds,
                class_weight_map(y_train, n_classes, opts.class_weights),
                math.ceil(n_train / opts.batch), EpochProgress(reporter, n_train, opts.batch,
@@ -346,7 +356,7 @@ def _callbacks(fit: _Fit, phase: Phase) -> list[keras.callbacks.Callback]:
         ),
         fit.progress,
     ]
-    if phase.number != 1 and recipe.schedule == "plateau":
+    if phase.number != 1 and recipe.schedule == "plateau" and fit.val_ds is not None:
         callbacks += [
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=0.2, patience=max(1, opts.patience // 2),

@@ -19,6 +19,8 @@ from ..modeling.backbones import (
     check_input_size,
     get_backbone_spec,
     resolve_weights,
+    source_backbone,
+    source_meta,
     weights_source,
 )
 
@@ -41,7 +43,7 @@ class TrainOptions:
     batch: int = 20
     epochs: int | None = None
     lr: float = 1e-3
-    backbone: str = "inceptionresnetv2"
+    backbone: str = "auto"  # the --weights run's backbone, else DEFAULT_BACKBONE
     weights: str = "auto"
     unfreeze: int = 0
     augment: bool = True
@@ -121,6 +123,24 @@ class TrainPlan:
     weights: str | None  # "imagenet", None (from scratch) or an absolute file path
 
 
+DEFAULT_BACKBONE = "inceptionresnetv2"  # the reference paper's
+
+
+def with_backbone(opts: TrainOptions) -> TrainOptions:
+    """`auto` is the backbone of the run or shipped model --weights starts from (so
+    `--weights wbc` needs no --backbone), and the paper's InceptionResNetV2 otherwise."""
+    if (opts.backbone or "auto").strip().lower() != "auto":
+        return opts
+    return replace(opts, backbone=source_backbone(opts.weights) or DEFAULT_BACKBONE)
+
+
+NO_VAL = "none"  # --val none: no validation part, a fixed schedule (few-shot adaptation)
+
+
+def has_val(opts: TrainOptions) -> bool:
+    return str(opts.val_csv).strip().lower() != NO_VAL
+
+
 def choose(value: str, choices: tuple[str, ...], option: str) -> str:
     key = (value or "").strip().lower()
     if key not in choices:
@@ -129,13 +149,23 @@ def choose(value: str, choices: tuple[str, ...], option: str) -> str:
 
 
 def resolve_recipe(opts: TrainOptions) -> Recipe:
-    """`auto` is `cpu` for the from-scratch `compact` backbone and `paper` otherwise."""
+    """`auto` is `cpu` for the from-scratch `compact` backbone and `paper` otherwise;
+    a run started from another run or shipped model keeps that one's recipe."""
+    opts = with_backbone(opts)
     name = (opts.recipe or "auto").strip().lower()
+    if name == "auto" and str(source_meta(opts.weights).get("recipe") or "") in RECIPES:
+        name = str(source_meta(opts.weights)["recipe"])
     if name == "auto":
         name = "cpu" if get_backbone_spec(opts.backbone).name == "compact" else "paper"
     name = choose(name, ("auto", *RECIPES), "--recipe")
     base = RECIPES[name]
     keep = base.keep if opts.keep is None else choose(opts.keep, KEEP, "--keep")
+    if not has_val(opts):
+        if keep == "best":
+            if opts.keep is not None:
+                raise LeukoError("--keep best chooses an epoch by validation loss; with "
+                                 "--val none the last epoch is kept (--keep last)")
+            keep = "last"
     return replace(
         base,
         crop_cell=base.crop_cell if opts.crop_cell is None else int(opts.crop_cell),
@@ -219,11 +249,17 @@ def _crop_of_source(opts: TrainOptions, recipe: Recipe, source: dict[str, Any]) 
         recipe = replace(recipe, crop_cell=int(source["crop_cell"]))
     if opts.crop_scale is None and "crop_scale" in source:
         recipe = replace(recipe, crop_scale=float(source["crop_scale"] or 0.0))
+    # the backbone learned balanced, stain-normalised crops: it keeps seeing them
+    if source.get("balance"):
+        recipe = replace(recipe, balance=True)
+    if source.get("stain_norm"):
+        recipe = replace(recipe, stain_norm=True)
     return recipe
 
 
 def resolve(opts: TrainOptions) -> TrainPlan:
     """Check every option (no files read, no TensorFlow) and make the recipe's choices."""
+    opts = with_backbone(opts)
     spec = get_backbone_spec(opts.backbone)
     recipe = resolve_recipe(opts)
     _check_numbers(opts, recipe)
