@@ -1,10 +1,12 @@
-"""Import TensorFlow once, without its C++ start-up chatter on the user's terminal.
+"""Import TensorFlow once; under the `leuko` command, without its C++ start-up chatter.
 
 TensorFlow 2.21 prints oneDNN, CUDA-probe and cuInit lines to file descriptor 2 before
 its logging honours TF_CPP_MIN_LOG_LEVEL, and they would sit between leuko's progress
-bars. Modules that need TensorFlow import this first; the chatter is kept, and shown
-only if the import itself fails; TensorFlow's Python warnings are lowered to errors.
-Set LEUKO_TF_VERBOSE=1 to see both anyway.
+bars. Modules that need TensorFlow import this first. When the command line runs
+(`quiet_tensorflow()` was called, by `leukocli.cli` only) the chatter is kept, and shown
+only if the import itself fails, and TensorFlow's Python warnings are lowered to
+errors. Imported as a library, leuko changes nothing in its caller's process: no file
+descriptor redirected, no logger lowered. Set LEUKO_TF_VERBOSE=1 to see both anyway.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import os
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from ._tf_quiet import QUIET as _QUIET
 
 
 def _quiet_import() -> None:
-    if "tensorflow" in sys.modules or os.environ.get("LEUKO_TF_VERBOSE"):
+    if ("tensorflow" in sys.modules or os.environ.get("LEUKO_TF_VERBOSE")
+            or not _QUIET["on"]):
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -45,7 +48,7 @@ _quiet_import()
 import keras  # noqa: E402  (after the quiet import, on purpose)
 import tensorflow as tf  # noqa: E402
 
-if not os.environ.get("LEUKO_TF_VERBOSE"):
+if _QUIET["on"] and not os.environ.get("LEUKO_TF_VERBOSE"):
     # Python-side notes such as "N calls triggered tf.function retracing" (Grad-CAM runs
     # one small graph per image) are for TensorFlow developers, not for a leuko user.
     tf.get_logger().setLevel("ERROR")

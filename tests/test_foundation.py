@@ -62,15 +62,6 @@ def test_help_never_imports_tensorflow() -> None:
         assert not result["tf"], f"`leuko {argv}` imported TensorFlow"
 
 
-def test_tensorflow_python_warnings_stay_off_the_terminal() -> None:
-    """Notes such as tf.function retracing (Grad-CAM in leuko report) are not for users."""
-    import logging
-
-    from leukocli._tf import tf
-
-    assert tf.get_logger().getEffectiveLevel() >= logging.ERROR
-
-
 def test_console_script_help_lists_the_commands_and_version() -> None:
     """The installed console script itself (a real process), as a user first meets it."""
     proc = run_leuko("--help")

@@ -84,3 +84,16 @@ def test_first_line_is_one_readable_line_of_any_library_error() -> None:
     assert first_line(ValueError("config {'a': {'b': 1}} is bad\nmore")) == (
         "config {'a': {'b': 1}} is bad")  # only a leading node name is dropped
     assert first_line(KeyError()) == "KeyError" and len(first_line(OSError("x" * 500), 160)) == 160
+
+
+def test_importing_the_library_leaves_the_callers_tensorflow_logging_alone() -> None:
+    """Only the command line quiets TensorFlow (fd 2 and its logger); a notebook that
+    imports leuko keeps its own process as it was."""
+    probe = ("import os, sys; fd = os.fstat(2).st_ino; {pre}import leukocli._tf as t; "
+             "print(t.tf.get_logger().level, os.fstat(2).st_ino == fd)")
+    lib = subprocess.run([sys.executable, "-c", probe.format(pre="")], capture_output=True,
+                         text=True, check=True)
+    cli = subprocess.run([sys.executable, "-c", probe.format(pre="import leukocli.cli; ")],
+                         capture_output=True, text=True, check=True)
+    assert lib.stdout.split() != ["40", "True"] and lib.stdout.split()[1] == "True"
+    assert cli.stdout.split() == ["40", "True"]

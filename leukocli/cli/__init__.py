@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .app import app
+from .._tf_quiet import quiet_tensorflow
+
+quiet_tensorflow()  # the command line's terminal, not a library caller's process
+
+from .app import app  # noqa: E402
 
 # Each command module registers itself on import; this order is the order of `--help`.
 COMMANDS = ("dedupe", "split", "train", "cv", "evaluate", "predict", "explain", "report",
