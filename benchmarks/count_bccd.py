@@ -29,7 +29,7 @@ def _unseen(manifest: Path | None, sources: Path | None, cells: list[Any],
         return {}
     import pandas as pd
 
-    from leukocli.evaluation.count import evaluate_counts
+    from leukocli.counting.count import evaluate_counts
 
     truth = read_sources(sources)
     keys = set(class_file_key(pd.read_csv(manifest)["path"]))
@@ -39,8 +39,8 @@ def _unseen(manifest: Path | None, sources: Path | None, cells: list[Any],
 
 
 def main() -> None:
-    from leukocli.evaluation.count import count_photos, evaluate_counts
-    from leukocli.evaluation.locate import LocatorParams, locate_cells
+    from leukocli.counting.count import count_photos, evaluate_counts
+    from leukocli.counting.locate import LocatorParams, locate_cells
     from leukocli.modeling.bundle import load_bundle
 
     ap = argparse.ArgumentParser(description=__doc__)

@@ -20,7 +20,7 @@ def cell_mask(image: np.ndarray, centre: tuple[float, float], grow: int = 6) -> 
     """The stained region containing (or nearest) the crop's centre, grown by `grow` px."""
     from scipy import ndimage
 
-    from leukocli.evaluation.locate import stain_map
+    from leukocli.counting.locate import stain_map
     from leukocli.modeling.layers import STAIN_OFFSET
 
     stain = stain_map(image, STAIN_OFFSET) > 0.5

@@ -43,7 +43,7 @@ def reframe(img: Image.Image, centre: tuple[float, float], how: str) -> Image.Im
 
 
 def score_fold(fold: Path, limit: int) -> dict[str, list[int]]:
-    from leukocli.evaluation.locate import stain_map
+    from leukocli.counting.locate import stain_map
     from leukocli.modeling.bundle import load_bundle
     from leukocli.modeling.layers import STAIN_OFFSET
 

@@ -11,9 +11,9 @@ import pytest
 from conftest import invoke
 from PIL import Image
 
+from leukocli.counting.count import window
+from leukocli.counting.locate import locate_cells, match
 from leukocli.data.synth import make_fields
-from leukocli.evaluation.count import window
-from leukocli.evaluation.locate import locate_cells, match
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import invoke
 
-from leukocli.data.smear import CLASSES, Cell, render_field
+from leukocli.data.render import CLASSES, Cell, render_field
 
 SIZE = (120, 160)
 RADIUS = 16.0

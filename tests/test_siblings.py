@@ -12,7 +12,7 @@ from PIL import Image
 from leukocli._util.progress import Collecting
 from leukocli.curation import siblings
 from leukocli.curation.keypoints import compute_features, file_key
-from leukocli.data.smear import augment_view, render_smear
+from leukocli.data.render import augment_view, render_smear
 
 
 @pytest.fixture(autouse=True)

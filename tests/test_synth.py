@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from leukocli.data.dataset import scan
 from leukocli.data.images import check_image
-from leukocli.data.smear import CLASSES, NEAR_TRANSFORMS
+from leukocli.data.render import CLASSES, NEAR_TRANSFORMS
 from leukocli.data.synth import make_dataset
 
 NAME = re.compile(r"_\d+_\d{4,}\.jpeg")

@@ -45,14 +45,14 @@ def count(
     Exit codes: 0 done (photos with no white cell are rows with zero cells), 1 some
     photos unreadable (reported and skipped), 2 bad input.
     """
-    from ..evaluation.locate import LocatorParams
+    from ..counting.locate import LocatorParams
     from ..evaluation.predict import collect_images
 
     if fmt not in ("table", "json"):
         raise LeukoError(f"--format must be table or json (got {fmt!r})")
     if not 0.02 <= cell_size <= 1.0:
         raise LeukoError(f"--cell-size must be between 0.02 and 1 (got {cell_size})")
-    from ..evaluation.count import check_annotations
+    from ..counting.voc import check_annotations
 
     photos, errors = collect_images(paths)
     if evaluate:
@@ -103,7 +103,7 @@ def _model(model: str) -> Any:
 def _run(photos: list[Path], bundle: Any, params: Any, out: Path, evaluate: bool,
          errors: list[tuple[str, str]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir
-    from ..evaluation.count import (
+    from ..counting.count import (
         annotate,
         cells_csv,
         count_photos,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,9 @@ from PIL import Image, ImageDraw
 from .._util.files import atomic_write
 from .._util.progress import SILENT, Reporter
 from ..data.images import open_rgb
-from ..errors import LeukoError
 from ..modeling.bundle import Bundle
 from .locate import Located, LocatorParams, locate_cells, match
+from .voc import annotation_for, read_voc
 
 WINDOW = 2.2  # window height / cell box side
 COLOURS = [(220, 60, 60), (60, 120, 220), (40, 160, 80), (200, 140, 20), (150, 60, 190),
@@ -142,56 +141,6 @@ def annotate(path: Path, cells: Sequence[CountedCell], classes: Sequence[str], o
         draw.rectangle((tx - 1, ty - 1, tx + 7 * len(text), ty + 11), fill=(255, 255, 255))
         draw.text((tx, ty), text, fill=colour)
     atomic_write(out, lambda tmp: img.save(tmp, format="PNG"))
-
-
-# --------------------------------------------------------------------------- evaluation
-NOT_WHITE = {"rbc", "red blood cell", "erythrocyte", "platelet", "platelets", "plt"}
-
-
-def read_voc(xml: Path) -> list[tuple[str, tuple[float, ...]]]:
-    """(name, box) of the white cells in a Pascal VOC file: every object but red cells and
-    platelets (named WBC, or by its class)."""
-    try:
-        root = ET.parse(xml).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise LeukoError(f"{xml} is not a readable Pascal VOC annotation ({exc})") from None
-    out = []
-    for obj in root.iter("object"):
-        name = (obj.findtext("name") or "").strip()
-        if name and name.lower() not in NOT_WHITE:
-            b = obj.find("bndbox")
-            if b is not None:
-                try:
-                    box = tuple(float(b.findtext(t) or 0) for t in
-                                ("xmin", "ymin", "xmax", "ymax"))
-                except ValueError:
-                    raise LeukoError(f"{xml}: a box of {name!r} has a corner that is not a "
-                                     "number; not a Pascal VOC annotation") from None
-                out.append((name, box))
-    return out
-
-
-def check_annotations(photos: Sequence[Path]) -> int:
-    """Read every photo's annotation before anything is counted: a malformed one, or none
-    at all, is refused in one line instead of a score of 0 (or a traceback) at the end.
-    Returns how many photos have one."""
-    found = [a for a in (annotation_for(p) for p in photos) if a is not None]
-    if not found:
-        raise LeukoError("--eval: none of the photos has a Pascal VOC annotation "
-                         "(Annotations/NAME.xml beside JPEGImages/, or NAME.xml beside the "
-                         "photo), so there is nothing to score")
-    for xml in found:
-        read_voc(xml)
-    return len(found)
-
-
-def annotation_for(photo: Path) -> Path | None:
-    """VOC layout: JPEGImages/NAME.jpg beside Annotations/NAME.xml (or NAME.xml beside it)."""
-    for cand in (photo.parent.parent / "Annotations" / f"{photo.stem}.xml",
-                 photo.with_suffix(".xml")):
-        if cand.is_file():
-            return cand
-    return None
 
 
 def evaluate_counts(cells: Sequence[CountedCell], photos: Sequence[Path],

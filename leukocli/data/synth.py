@@ -20,7 +20,7 @@ import numpy as np
 from .._util.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .._util.progress import SILENT, Reporter
 from ..errors import LeukoError
-from .smear import (
+from .render import (
     CLASSES,
     MIN_SIZE,
     NEAR_TRANSFORMS,
@@ -219,7 +219,7 @@ def make_fields(out: Path, n: int = 8, size: tuple[int, int] = (480, 640), seed:
                 ) -> list[dict[str, Any]]:
     """Whole fields of view in Pascal VOC layout (JPEGImages/, Annotations/): 0 to
     `max_cells` white cells each, boxed and named by class; what `leuko count` reads."""
-    from .smear import random_field
+    from .render import random_field
 
     rng = np.random.default_rng([seed, 7])
     made = []

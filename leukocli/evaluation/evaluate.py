@@ -213,7 +213,7 @@ def write_predictions(
 def output_dir(model: Path, bundle_run_dir: Path | None, out: Path | None) -> Path:
     """Where evaluate writes: --out, else the run directory (its evaluate/ folder for a cv
     ensemble, whose confusion.png is the out-of-fold one), else beside the model file."""
-    from ..modeling.backbones import is_shipped
+    from ..modeling.shipped import is_shipped
 
     if out is not None:
         return Path(out)

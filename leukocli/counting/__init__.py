@@ -1,0 +1,1 @@
+"""Whole smear photos: locate every white cell, classify each, the differential count."""
