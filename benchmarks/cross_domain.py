@@ -78,8 +78,7 @@ def score_set(target: Any, few: Any, limit: int, seed: int) -> Any:
     rest = target[~target["group"].isin(set(few["group"]))]
     if limit and len(rest) > limit:
         share = limit / len(rest)
-        rest = rest.groupby("label", group_keys=False).apply(
-            lambda g: g.sample(max(1, round(len(g) * share)), random_state=seed))
+        rest = rest.groupby("label").sample(frac=share, random_state=seed)
     return rest
 
 
@@ -141,7 +140,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("xdomain"))
     ap.add_argument("--epochs", type=int, default=8, help="source training epochs")
-    ap.add_argument("--few-epochs", type=int, default=12, help="few-shot epochs")
+    ap.add_argument("--few-epochs", type=int, default=30, help="few-shot epochs")
     ap.add_argument("--shots", type=int, nargs="+", default=[10, 25, 50])
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--score-max", type=int, default=2000,
@@ -151,7 +150,7 @@ def main() -> None:
     start = time.perf_counter()
     t = tables(a.data)
     pbc4 = t["pbc"][t["pbc"]["label"].isin(SHARED)]
-    plan = {"pbc-to-bc": (t["pbc"], t["bc"]), "bc-to-pbc": (t["bc"], pbc4)}
+    plan = {"bc-to-pbc": (t["bc"], pbc4), "pbc-to-bc": (t["pbc"], t["bc"])}
     results = {name: direction(name, src, tgt, a) for name, (src, tgt) in plan.items()
                if a.only in (None, name)}
     header = f"{'direction':<11} {'zero-shot':>9} " + " ".join(f"{f'k={k}':>17}" for k in a.shots)

@@ -85,7 +85,13 @@ def ship(run: Path, card: dict[str, Any], dest: Path) -> Path:
     tmp = dest / ".wbc.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copy2(run / "model.keras", tmp / "model.keras")
+    # the model alone, without the optimizer's state (a third of the file): smaller wheel
+    import keras
+
+    import leukocli.modeling.layers  # noqa: F401  (registers leuko's layers)
+
+    model = keras.models.load_model(run / "model.keras", compile=False, safe_mode=True)
+    model.save(tmp / "model.keras")
     meta = json.loads((run / "leuko.json").read_text())
     meta["card"] = card
     (tmp / "leuko.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -95,11 +95,11 @@ def test_head_rows_of_shared_classes_are_copied(tiny_run: tuple[Path, Path]) -> 
 def shipped_dir(tmp_path: Path, tiny_run: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
                 ) -> Path:
     """A package weights folder holding a tiny run as the shipped classifier `wbc`."""
-    from leukocli.modeling import backbones
+    from leukocli.modeling import shipped
 
     weights = tmp_path / "weights"
     shutil.copytree(tiny_run[1], weights / "wbc")
-    monkeypatch.setattr(backbones, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights)
     return weights
 
 

@@ -112,7 +112,9 @@ def test_class_folder_without_groups_and_unreadable_image_left_out(
     assert m["n"] == 16  # the broken file is excluded, not fatal
     assert m["n_unreadable"] == 1
     assert "group_accuracy" not in m
-    assert m["per_class"]["LYMPHOCYTE"]["support"] == 0
+    # the model chooses among the two classes the data holds
+    assert m["classes_scored"] == ["EOSINOPHIL", "MONOCYTE"]
+    assert "LYMPHOCYTE" not in m["per_class"]
 
 
 def test_ignore_unknown_skips_extra_classes(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -138,19 +140,19 @@ def test_bad_map_and_missing_default_splits(trained: tuple[Path, Path], tmp_path
     )
 
 
-def test_cli_unknown_lowercase_classes_need_map(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_cli_lowercase_classes_are_the_models(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Another lab's lower-case folder names are the model's classes; --map still renames."""
     data, run = trained
     lower = tmp_path / "lower"
     for cls in ("EOSINOPHIL", "LYMPHOCYTE"):
         shutil.copytree(data / cls, lower / cls.lower())
-
-    invoke("evaluate", str(lower), "--model", str(run), "--out", str(tmp_path / "o")
-           ).one_line_error(2, "--map eosinophil=EOSINOPHIL", "--map lymphocyte=LYMPHOCYTE")
-    m = _run(lower, run, tmp_path / "o", "--map", "eosinophil=EOSINOPHIL",
-             "--map", "lymphocyte=LYMPHOCYTE")
+    m = _run(lower, run, tmp_path / "o")
     assert m["n"] == 16
     assert m["per_class"]["EOSINOPHIL"]["support"] == 8
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["n"] == 16
+    swapped = _run(lower, run, tmp_path / "s", "--map", "eosinophil=LYMPHOCYTE",
+                   "--map", "lymphocyte=EOSINOPHIL")
+    assert swapped["per_class"]["LYMPHOCYTE"]["support"] == 8
 
 
 def test_cli_missing_model_says_how_to_get_one(tmp_path: Path) -> None:

@@ -256,7 +256,7 @@ def model_or_shipped(model: Path | str) -> Path:
     """The --model to use: as given, or, when it is the default runs/latest and nothing is
     there, leuko's shipped classifier, said in one line on stderr (so a lab can predict
     and count right after install, and knows which model answered)."""
-    from ..modeling.backbones import shipped_model
+    from ..modeling.shipped import shipped_model
 
     p = Path(model)
     if p != DEFAULT_MODEL or p.exists() or p.is_symlink():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LeukoError
+from .shipped import WEIGHTS_DIR, shipped_model, shipped_models, shipped_weights
 
 BACKBONE_LAYER = "backbone"
 KERAS_CACHE = "~/.keras/models/"
@@ -69,52 +70,6 @@ def check_input_size(spec: BackboneSpec, img_size: tuple[int, int]) -> None:
 
 
 RUN_PREFIX = "run:"  # resolved --weights naming a leuko run: "run:/abs/run/dir"
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # shipped in the wheel
-
-
-def shipped_weights() -> dict[str, dict[str, Any]]:
-    """leuko's own pretrained backbones: name -> provenance (leukocli/weights/NAME.json)."""
-    out: dict[str, dict[str, Any]] = {}
-    for card in sorted(WEIGHTS_DIR.glob("*.json")):
-        try:
-            info = json.loads(card.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if (WEIGHTS_DIR / str(info.get("file", ""))).is_file():
-            out[card.stem] = info
-    return out
-
-
-def shipped_model(name: str) -> Path | None:
-    """The run folder of leuko's shipped classifier `name` (e.g. wbc), None if not one.
-
-    A shipped classifier is a whole leuko run (model.keras + leuko.json with its card)
-    inside the package, so `--model wbc` works after install, offline, with no training.
-    """
-    key = (name or "").strip().lower()
-    if not key or not key.isidentifier():
-        return None
-    run = WEIGHTS_DIR / key
-    if (run / "model.keras").is_file() and (run / "leuko.json").is_file():
-        return run
-    return None
-
-
-def is_shipped(run: Path | None) -> bool:
-    """True for a run folder inside the package: outputs never go there."""
-    if run is None:
-        return False
-    try:
-        return Path(run).resolve().parent == WEIGHTS_DIR
-    except OSError:
-        return False
-
-
-def shipped_models() -> list[str]:
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if shipped_model(p.name)) \
-        if WEIGHTS_DIR.is_dir() else []
-
-
 def source_meta(weights: str) -> dict[str, Any]:
     """The leuko.json (or shipped card) of what a --weights value names; {} for none."""
     text = (weights or "").strip()

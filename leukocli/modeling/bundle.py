@@ -174,7 +174,7 @@ def resolve_run_dir(path: Path) -> Path:
             raise LeukoError(f"{p} names run {name!r}, which does not exist; {_HOW_TO_GET_ONE}")
         return target.resolve()
     if not p.exists() and len(p.parts) == 1:
-        from .backbones import shipped_model
+        from .shipped import shipped_model
 
         shipped = shipped_model(str(p))
         if shipped is not None:  # a shipped classifier's name (--model wbc)

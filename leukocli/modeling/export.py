@@ -60,7 +60,7 @@ def float32_model(model: keras.Model) -> keras.Model:
 
 
 def default_out(bundle: Bundle, model_arg: Path, fmt: str, quantize: str) -> Path:
-    from .backbones import is_shipped
+    from .shipped import is_shipped
 
     base = bundle.run_dir if bundle.run_dir is not None else model_arg.parent
     if is_shipped(bundle.run_dir):  # never into the installed package: here, by name

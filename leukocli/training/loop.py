@@ -19,7 +19,6 @@ from .. import __version__
 from .._tf import keras, tf
 from .._util.files import ensure_writable_dir, output_lock
 from .._util.progress import SILENT, Reporter
-from ..data.dataset import Dataset, parse_map, relabel
 from ..errors import LeukoError, first_line
 from ..evaluation.plots import plot_curves
 from ..modeling.backbones import RUN_PREFIX, get_backbone_spec
@@ -28,15 +27,15 @@ from ..modeling.loader import build_dataset
 from ..modeling.model import build_model, set_backbone_trainable, start_head_from
 from .callbacks import CtrlC, EpochProgress, RunRecorder, SyncMovingStatistics
 from .hardware import make_strategy, pick_precision
-from .options import NO_VAL, TrainOptions, TrainPlan, has_val, resolve, with_backbone
+from .options import TrainOptions, TrainPlan, resolve, with_backbone
 from .run import (
     CHECKPOINT_DIR,
     CURVES_FILE,
+    Inputs,
     RunFolder,
     default_run_dir,
     find_resume_dir,
-    fingerprint,
-    load_split,
+    load_inputs,
     read_run_options,
 )
 from .schedule import (
@@ -65,49 +64,7 @@ class TrainResult:
     latest_note: str | None = None  # why runs/latest was left alone, if it was
 
 
-@dataclass
-class _Inputs:
-    train: Dataset
-    val: Dataset
-    classes: list[str]
-    manifests: dict[str, Any]
-
-
-# --------------------------------------------------------------------------- inputs
-def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> _Inputs:
-    """Scan both splits and check they hold the same classes."""
-    mapping = parse_map(opts.mapping)
-    train = relabel(load_split(Path(opts.train_csv), "train", reporter), mapping)
-    if has_val(opts):
-        val = relabel(load_split(Path(opts.val_csv), "val", reporter), mapping)
-    else:  # --val none: train on every labelled cell, a fixed schedule
-        val = Dataset(train.root, train.source, train.kind, [], [], list(train.classes))
-    tr, va = set(train.classes), set(val.classes)
-    if tr != va:
-        parts = [f"only in {name}: {', '.join(sorted(s))}"
-                 for name, s in (("train", tr - va), ("val", va - tr)) if s]
-        raise LeukoError(
-            f"train and val have different classes ({'; '.join(parts)}); re-split so both "
-            f"hold every class"
-        )
-    classes = sorted(tr)
-    if len(classes) < 2:
-        raise LeukoError(f"need at least 2 classes to train (found {', '.join(classes)})")
-    manifests = {}
-    for name, data, p in (("train", train, opts.train_csv), ("val", val, opts.val_csv)):
-        if name == "val" and not has_val(opts):
-            manifests[name] = {"path": NO_VAL, "rows": 0}
-            continue
-        path = Path(p).expanduser()
-        manifests[name] = {
-            "path": str(path.resolve()), "rows": len(data.records),
-            "skipped": len(data.problems), "fingerprint": fingerprint(path, data),
-            "class_counts": data.counts(),
-        }
-    return _Inputs(train, val, classes, manifests)
-
-
-def run_metadata(plan: TrainPlan, inputs: _Inputs, precision: str, strategy: str
+def run_metadata(plan: TrainPlan, inputs: Inputs, precision: str, strategy: str
                  ) -> dict[str, Any]:
     """What leuko.json says about a run, beside its progress (epochs_done, best, status)."""
     opts, recipe = plan.options, plan.recipe
@@ -183,7 +140,7 @@ def _check_fresh(run_dir: Path, resume: bool) -> None:
 
 
 def _with_precision(
-    plan: TrainPlan, inputs: _Inputs, run: RunFolder, resume: bool,
+    plan: TrainPlan, inputs: Inputs, run: RunFolder, resume: bool,
     reporter: Reporter, extra_callbacks: Sequence[keras.callbacks.Callback],
 ) -> TrainResult:
     """Seed, precision policy and strategy around the fit; the policy is restored after."""
@@ -211,7 +168,7 @@ def _with_precision(
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _warn_changed_manifests(meta: dict[str, Any], inputs: _Inputs, reporter: Reporter) -> None:
+def _warn_changed_manifests(meta: dict[str, Any], inputs: Inputs, reporter: Reporter) -> None:
     old = meta.get("manifests", {})
     for name in ("train", "val"):
         before = old.get(name, {}).get("fingerprint")
@@ -257,7 +214,7 @@ class _Fit:
 
 
 def _fit(
-    plan: TrainPlan, inputs: _Inputs, run: RunFolder, strategy: tf.distribute.Strategy,
+    plan: TrainPlan, inputs: Inputs, run: RunFolder, strategy: tf.distribute.Strategy,
     reporter: Reporter, extra: Sequence[keras.callbacks.Callback],
 ) -> TrainResult:
     opts, recipe = plan.options, plan.recipe

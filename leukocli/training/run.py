@@ -11,15 +11,17 @@ from __future__ import annotations
 import csv
 import hashlib
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._util.files import atomic_write_json, os_error_message, read_json_object
 from .._util.progress import SILENT, Reporter
-from ..data.dataset import Dataset, scan
+from ..data.dataset import Dataset, parse_map, relabel, scan
 from ..errors import LeukoError
 from ..modeling.bundle import META_FILE, point_latest, resolve_run_dir, save_bundle
+from .options import NO_VAL, TrainOptions, has_val
 
 if TYPE_CHECKING:
     from .._tf import keras
@@ -138,3 +140,44 @@ class RunFolder:
                 )
         except OSError as exc:
             raise LeukoError(os_error_message(exc, self.history_path)) from None
+
+
+@dataclass
+class Inputs:
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    manifests: dict[str, Any]
+
+
+def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> Inputs:
+    """Scan both splits and check they hold the same classes."""
+    mapping = parse_map(opts.mapping)
+    train = relabel(load_split(Path(opts.train_csv), "train", reporter), mapping)
+    if has_val(opts):
+        val = relabel(load_split(Path(opts.val_csv), "val", reporter), mapping)
+    else:  # --val none: train on every labelled cell, a fixed schedule
+        val = Dataset(train.root, train.source, train.kind, [], [], list(train.classes))
+    tr, va = set(train.classes), set(val.classes)
+    if tr != va:
+        parts = [f"only in {name}: {', '.join(sorted(s))}"
+                 for name, s in (("train", tr - va), ("val", va - tr)) if s]
+        raise LeukoError(
+            f"train and val have different classes ({'; '.join(parts)}); re-split so both "
+            f"hold every class"
+        )
+    classes = sorted(tr)
+    if len(classes) < 2:
+        raise LeukoError(f"need at least 2 classes to train (found {', '.join(classes)})")
+    manifests = {}
+    for name, data, p in (("train", train, opts.train_csv), ("val", val, opts.val_csv)):
+        if name == "val" and not has_val(opts):
+            manifests[name] = {"path": NO_VAL, "rows": 0}
+            continue
+        path = Path(p).expanduser()
+        manifests[name] = {
+            "path": str(path.resolve()), "rows": len(data.records),
+            "skipped": len(data.problems), "fingerprint": fingerprint(path, data),
+            "class_counts": data.counts(),
+        }
+    return Inputs(train, val, classes, manifests)
