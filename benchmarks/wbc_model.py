@@ -74,8 +74,8 @@ def manifests(data: Path, out: Path, val_share: float, seed: int) -> dict[str, i
 
 def _figures(eval_dir: Path) -> dict[str, Any]:
     m = json.loads((eval_dir / "metrics.json").read_text())
-    keep = ("n", "accuracy", "accuracy_ci95", "macro_f1", "per_image_accuracy",
-            "per_source_accuracy")
+    keep = ("n", "accuracy", "accuracy_ci", "group_accuracy", "group_accuracy_ci",
+            "n_groups", "classes_scored")
     return {k: m[k] for k in keep if k in m}
 
 
@@ -89,11 +89,21 @@ def ship(run: Path, card: dict[str, Any], dest: Path) -> Path:
     import keras
 
     import leukocli.modeling.layers  # noqa: F401  (registers leuko's layers)
+    from leukocli.modeling.export import float32_model
 
-    model = keras.models.load_model(run / "model.keras", compile=False, safe_mode=True)
+    # float32, as exports are: the same answers on every CPU (a bfloat16 model differs
+    # by up to 0.09 in probability, and runs slowly where the CPU has no bfloat16)
+    model = float32_model(keras.models.load_model(run / "model.keras", compile=False,
+                                                  safe_mode=True))
     model.save(tmp / "model.keras")
     meta = json.loads((run / "leuko.json").read_text())
     meta["card"] = card
+    # the build machine's paths mean nothing elsewhere: name the manifests as built
+    here = run.parent.name
+    for part in meta.get("manifests", {}).values():
+        part["path"] = f"{here}/{Path(part['path']).name}"
+    for key in ("train_csv", "val_csv"):
+        meta["options"][key] = f"{here}/{Path(meta['options'][key]).name}"
     (tmp / "leuko.json").write_text(json.dumps(meta, indent=1) + "\n")
     if target.exists():
         shutil.rmtree(target)
@@ -138,9 +148,21 @@ def main() -> None:
         "licence": "CC BY 4.0 (PBC's, the training data); credit required",
         "credit": [PBC_CREDIT, BC_CREDIT],
         "machine": machine(),
-        "train_wall_s": round(seconds, 1) if seconds else None,
+        "train_wall_s": round(seconds, 1) if seconds else json.loads(
+            (out / "run" / "leuko.json").read_text()).get("wall_time_s"),
     }
     shipped = str(ship(out / "run", card, a.ship)) if a.ship else None
+    if shipped:  # the figures of the file shipped (float32), not of the run it came from
+        for part in ("pbc", "bc"):
+            ev = out / f"eval-shipped-{part}"
+            if not (ev / "metrics.json").is_file():
+                run_leuko(["evaluate", str(out / f"val-{part}.csv"), "--model", shipped,
+                           "--out", str(ev)], log, ok=(0, 1))
+            card["held_out"][part] = _figures(ev)
+        meta_path = Path(shipped) / "leuko.json"
+        meta = json.loads(meta_path.read_text())
+        meta["card"] = card
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps({"card": card, "shipped": shipped}, indent=1))
 
 

@@ -148,3 +148,22 @@ def test_evaluate_chooses_among_the_data_classes(tmp_path: Path,
     m_all = json.loads((tmp_path / "all" / "metrics.json").read_text())
     assert len(m_all["classes_scored"]) == 4
     assert m["accuracy"] >= m_all["accuracy"]
+
+
+def test_the_shipped_classifier_loads_offline_with_its_card() -> None:
+    """`--model wbc` right after install: in the package, at most 10 MB, credited, and a
+    real leuko model (the loader's checks pass) in float32, as exports are."""
+    from leukocli.modeling.bundle import load_bundle
+    from leukocli.modeling.shipped import shipped_model
+
+    run = shipped_model("wbc")
+    assert run is not None
+    assert (run / "model.keras").stat().st_size <= 10 * 2**20
+    bundle = load_bundle(Path("wbc"))
+    card = bundle.meta["card"]
+    assert bundle.classes == ["BASOPHIL", "EOSINOPHIL", "ERYTHROBLAST", "IG", "LYMPHOCYTE",
+                              "MONOCYTE", "NEUTROPHIL", "PLATELET"]
+    assert "CC BY 4.0" in card["licence"] and any("Acevedo" in c for c in card["credit"])
+    assert set(card["held_out"]) == {"pbc", "bc"} and card["reproduce"]
+    assert "bfloat16" not in bundle.model.to_json()
+    assert not any(str(v["path"]).startswith("/") for v in bundle.meta["manifests"].values())

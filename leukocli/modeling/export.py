@@ -62,10 +62,12 @@ def float32_model(model: keras.Model) -> keras.Model:
 def default_out(bundle: Bundle, model_arg: Path, fmt: str, quantize: str) -> Path:
     from .shipped import is_shipped
 
-    base = bundle.run_dir if bundle.run_dir is not None else model_arg.parent
-    if is_shipped(bundle.run_dir):  # never into the installed package: here, by name
-        base = Path(bundle.run_dir.name if bundle.run_dir else "model")
     name = "model" + ("" if quantize == "none" else f"-{quantize}")
+    if bundle.run_dir is not None and is_shipped(bundle.run_dir):
+        # never into the installed package: here, in a folder that cannot be mistaken
+        # for the shipped name itself (--model wbc would then find this folder)
+        return Path(f"{bundle.run_dir.name}-export") / f"{name}{SUFFIX[fmt]}"
+    base = bundle.run_dir if bundle.run_dir is not None else model_arg.parent
     return base / "export" / f"{name}{SUFFIX[fmt]}"
 
 
