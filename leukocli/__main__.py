@@ -13,7 +13,7 @@ def main() -> None:
         from .cli import main as run
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted while starting; nothing was done\n")
-        raise SystemExit(130) from None
+        _end(130)  # not SystemExit: a Ctrl-C pending in an import's threads would kill us
     try:
         run()
     except KeyboardInterrupt:  # between Typer's own steps, outside any command's handler
