@@ -11,8 +11,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("cross_validate", "dedupe", "evaluate", "explain", "export", "load_model", "predict",
-        "split", "train")
+_API = ("audit", "count", "cross_validate", "dedupe", "evaluate", "explain", "export",
+        "load_model", "predict", "split", "train")
 __all__ = ["__version__", *_API]
 
 

@@ -131,3 +131,132 @@ def test_errors_are_leuko_errors_and_options_are_checked_first(tmp_path: Path) -
     with pytest.raises(LeukoError, match="--format"):
         lk.export(tmp_path, format="zip")
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+# ----------------------------------------------------------------- count and audit (issue 25)
+def _file_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_count_returns_what_leuko_count_writes(tiny_run: tuple[Path, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capfd: pytest.CaptureFixture[str]) -> None:
+    """The same core: lk.count's cells and figures are leuko count's files, byte for byte,
+    and it writes nothing unless given out=."""
+    from conftest import invoke
+
+    from leukocli.counting.count import cells_csv, counts_csv
+    from leukocli.data.synth import make_fields
+
+    _, run = tiny_run
+    made = make_fields(tmp_path / "fields", n=4, seed=2)
+    photos = tmp_path / "fields" / "JPEGImages"
+    done = invoke("count", str(photos), "--model", str(run), "--eval", "--format", "json",
+                  "--out", str(tmp_path / "cli"))
+    assert done.code == 0, done.stderr
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    capfd.readouterr()
+    result = lk.count(photos, model=run, evaluate=True)
+    assert _leuko_output(capfd) == ("", "")
+    assert list(work.iterdir()) == [] and result.written == []  # nothing written without out
+    assert result.to_dict() == json.loads(done.stdout)
+    assert result.to_dict() == json.loads((tmp_path / "cli" / "counts.json").read_text())
+    assert cells_csv(result.cells) == (tmp_path / "cli" / "cells.csv").read_text()
+    assert counts_csv(result.summary) == (tmp_path / "cli" / "counts.csv").read_text()
+    assert result.unreadable == [] and result.classes == CLASSES
+    assert len(result.cells) == sum(len(m["cells"]) for m in made) > 0
+    assert result.evaluation is not None and result.evaluation["photos_evaluated"] == 4
+    # a Bundle loaded once, and out=: the very files leuko count wrote
+    again = lk.count([str(photos)], model=lk.load_model(run), evaluate=True,
+                     out=tmp_path / "lib")
+    assert _leuko_output(capfd) == ("", "")
+    assert _file_bytes(tmp_path / "lib") == _file_bytes(tmp_path / "cli")
+    assert sorted(again.written) == sorted(p for p in (tmp_path / "lib").rglob("*")
+                                           if p.is_file())
+
+
+def test_count_without_a_model_returns_the_unreadable_photos(tmp_path: Path) -> None:
+    """model=None is --model none (located only); an unreadable photo is part of the
+    result, where the command exits 1; bad input is a LeukoError before any work."""
+    from conftest import invoke
+
+    from leukocli.data.synth import make_fields
+
+    make_fields(tmp_path / "fields", n=3, seed=4)
+    photos = tmp_path / "fields" / "JPEGImages"
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not a photo")
+    done = invoke("count", str(photos), "--model", "none", "--out", str(tmp_path / "cli"))
+    assert done.code == 1, done.stderr
+    result = lk.count(photos, model=None, out=tmp_path / "lib")
+    assert [Path(p).name for p, _ in result.unreadable] == ["broken.jpg"]
+    assert result.classes == ["WBC"] and result.evaluation is None
+    assert str(photos / "broken.jpg") not in result.summary["photos"]
+    assert _file_bytes(tmp_path / "lib") == _file_bytes(tmp_path / "cli")
+    with pytest.raises(LeukoError, match="--cell-size"):
+        lk.count(photos, model=None, cell_size=5.0, out=tmp_path / "x")
+    with pytest.raises(LeukoError, match="not found"):
+        lk.count(photos, model=tmp_path / "no-model", out=tmp_path / "x")
+    with pytest.raises(LeukoError, match="no images found"):
+        lk.count(tmp_path / "nothing-here", model=None, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def _fake_cv_run(data: Path, root: Path) -> tuple[Path, list[str]]:
+    """A collected cv run of DATA as audit reads it (oof.csv), with two groups' images
+    strongly called another class: planted label errors."""
+    from leukocli.data.dataset import scan
+
+    rng = np.random.default_rng(0)
+    records = scan(data).records
+    classes = sorted({r.label for r in records})
+    rows, flipped = [], []
+    for i, r in enumerate(records):
+        group = f"{r.label}-{i // 2}"
+        probs = rng.dirichlet(np.ones(len(classes)))
+        truth = classes.index(r.label)
+        if i in (2, 3, 10, 11):  # two whole groups, both images
+            truth = (truth + 1) % len(classes)
+            flipped.append(group)
+        probs = 0.3 * probs + 0.7 * np.eye(len(classes))[truth]
+        rows.append({"path": str(r.path), "label": r.label, "group": group, "fold": i % 2,
+                     "predicted": classes[int(probs.argmax())],
+                     **{f"prob_{c}": float(p) for c, p in zip(classes, probs, strict=True)}})
+    run = root / "cv"
+    run.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(run / "oof.csv", index=False)
+    return run, sorted(set(flipped))
+
+
+def test_audit_returns_what_leuko_audit_writes(tmp_path: Path,
+                                               capfd: pytest.CaptureFixture[str]) -> None:
+    from conftest import invoke
+
+    from leukocli.data.synth import make_dataset
+
+    data = tmp_path / "data"
+    make_dataset(data, per_class=4, size=(64, 64), seed=3, siblings=1, plant=False)
+    run, flipped = _fake_cv_run(data, tmp_path)
+    cli = tmp_path / "cli"
+    done = invoke("audit", str(data), "--model", str(run), "--out", str(cli), "--top", "3",
+                  "--write-exclude", str(cli / "issues.json"))
+    assert done.code == 0, done.stderr
+    capfd.readouterr()
+    quiet = lk.audit(data, model=run, top=3)
+    assert _leuko_output(capfd) == ("", "")
+    assert quiet.written == [] and quiet.exclude is None and quiet.cv_run == run.resolve()
+    assert set(flipped) <= set(quiet.result.groups.group.head(3))
+    groups = pd.read_csv(cli / "audit_groups.csv", dtype={"group": str})
+    pd.testing.assert_frame_equal(quiet.result.groups, groups)
+    lib = tmp_path / "lib"
+    done_lib = lk.audit(str(data), model=str(run), out=lib, top=3,
+                        write_exclude=lib / "issues.json")
+    assert _file_bytes(lib) == _file_bytes(cli)
+    assert done_lib.exclude == json.loads((cli / "issues.json").read_text())
+    assert sorted(done_lib.written) == sorted(lib.iterdir())
+    with pytest.raises(LeukoError, match="epochs, folds only apply when audit runs"):
+        lk.audit(data, model=run, folds=3, epochs=2)
+    with pytest.raises(LeukoError, match="--top must be at least 1"):
+        lk.audit(data, model=run, top=0)

@@ -41,25 +41,17 @@ def audit(
 
     Never changes the data. Exit codes: 0 done (suspects or not), 2 bad input.
     """
-    from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir
-    from ..evaluation.audit import audit as run_audit
-    from ..evaluation.audit import contact_sheet, exclude_report
+    from ..training.audit_run import check_top, run_audit
 
-    if top < 1:
-        raise LeukoError(f"--top must be at least 1 (got {top})")
+    check_top(top)
     if model is not None and (unused := _cv_options_given(ctx)):
         verb = "applies" if len(unused) == 1 else "apply"
         raise LeukoError(f"{', '.join(unused)} only {verb} when audit runs the cross-validation "
                          "itself; with --model the cv run's predictions are used as they are")
-    ensure_writable_dir(out)
-    oof, classes = _oof(data, model, opts, folds, group_by)
-    result = run_audit(oof, classes)
-    atomic_write_text(_mk(out) / "audit.csv", result.images.to_csv(index=False))
-    atomic_write_text(out / "audit_groups.csv", result.groups.to_csv(index=False))
-    contact_sheet(result, out / "contact.png", top)
-    console.print(groups_table(result.groups.head(top), result.thresholds))
+    done = run_audit(data, model=model, opts=opts, folds=folds, group_by=group_by, out=out,
+                     top=top, exclude=exclude, reporter=RichReporter())
+    console.print(groups_table(done.result.groups.head(top), done.result.thresholds))
     if exclude is not None:
-        atomic_write_json(exclude, exclude_report(result, top))
         info(f"wrote {exclude}: leuko split {data} --exclude {exclude} leaves them out")
     info(f"wrote {out / 'audit.csv'}, {out / 'audit_groups.csv'}, {out / 'contact.png'}")
 
@@ -72,75 +64,6 @@ def _cv_options_given(ctx: typer.Context) -> list[str]:
     return ["/".join([*p.opts[:1], *getattr(p, "secondary_opts", [])[:1]])
             for p in ctx.command.params if p.name not in _OWN and p.opts and
             getattr(ctx.get_parameter_source(str(p.name)), "name", "") == "COMMANDLINE"]
-
-
-def _mk(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _oof(data: Path, model: Path | None, opts: TrainOptions, folds: int, group_by: str
-         ) -> tuple[Any, list[str]]:
-    """Out-of-fold predictions for DATA's images, from a cv run or a new one."""
-    import pandas as pd
-
-    from ..data.dataset import scan
-    from ..modeling.bundle import resolve_run_dir
-    from ..training.cv import OOF_FILE
-
-    if model is None:
-        model = _run_cv(data, opts, folds, group_by)
-    run = resolve_run_dir(model)
-    if not (run / OOF_FILE).is_file():
-        raise LeukoError(f"--model {model}: not a collected leuko cv run (no {OOF_FILE}); run "
-                         f"`leuko cv {data}` first, or leave --model out")
-    oof = pd.read_csv(run / OOF_FILE, dtype={"group": str})
-    rel = {str(r.path.resolve()): r.rel for r in scan(data).records}
-    wanted = set(rel)
-    oof["path"] = [str(Path(p).resolve()) for p in oof["path"]]
-    missing = wanted - set(oof["path"])
-    left_out = _left_out_by_cv(run, {p: rel[p] for p in missing})
-    if left_out:
-        info(f"{len(left_out)} image(s) the cv run left out (its --exclude) are not audited")
-        missing -= left_out
-        wanted -= left_out
-    if missing:
-        raise LeukoError(f"{len(missing)} image(s) of {data} have no out-of-fold prediction in "
-                         f"{run} (e.g. {sorted(missing)[0]}): was the cv run made on {data}?")
-    classes = [c[len("prob_"):] for c in oof.columns if c.startswith("prob_")]
-    oof = oof[oof["path"].isin(wanted)].reset_index(drop=True)
-    oof["rel"] = [rel[p] for p in oof["path"]]  # what split --exclude matches on
-    return oof, classes
-
-
-def _left_out_by_cv(run: Path, missing: dict[str, str]) -> set[str]:
-    """The missing images (path -> path relative to DATA) that the cv plan's --exclude names."""
-    from ..curation.groups import load_exclusions
-    from ..training.cv import load_plan
-
-    if not missing:
-        return set()
-    exclude = load_plan(run).exclude
-    if not exclude or not Path(exclude).is_file():
-        return set()
-    drop, _ = load_exclusions(Path(exclude))
-    return {p for p, r in missing.items() if r in drop}
-
-
-def _run_cv(data: Path, opts: TrainOptions, folds: int, group_by: str) -> Path:
-    from datetime import datetime
-
-    from ..training.cv import CVPlan, collect, plan_options, prepare, train_folds
-
-    reporter = RichReporter()
-    opts = plan_options(opts, reporter)
-    run = Path("runs") / f"audit-cv-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    info(f"no --model: cross-validating {data} into {run} first ({folds} folds)")
-    plan = CVPlan(str(data.expanduser().resolve()), folds, group_by, None, 1, opts)
-    prepare(run, plan, reporter)
-    train_folds(run, plan, list(range(folds)), reporter)
-    collect(run, reporter)
-    return run
 
 
 def groups_table(groups: Any, thresholds: dict[str, float]) -> Table:

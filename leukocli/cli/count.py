@@ -45,90 +45,27 @@ def count(
     Exit codes: 0 done (photos with no white cell are rows with zero cells), 1 some
     photos unreadable (reported and skipped), 2 bad input.
     """
-    from ..counting.locate import LocatorParams
-    from ..evaluation.predict import collect_images
+    from ..counting.pipeline import check_cell_size, run_count
 
     if fmt not in ("table", "json"):
         raise LeukoError(f"--format must be table or json (got {fmt!r})")
-    if not 0.02 <= cell_size <= 1.0:
-        raise LeukoError(f"--cell-size must be between 0.02 and 1 (got {cell_size})")
-    from ..counting.voc import check_annotations
-
-    photos, errors = collect_images(paths)
-    if evaluate:
-        check_annotations(photos)
-    photos = _readable(photos, errors)
-    bundle = _model(model)
-    summary, evaluation = _run(photos, bundle, LocatorParams(cell=cell_size), out, evaluate,
-                               errors)
+    check_cell_size(cell_size)
+    bundle = None if model.strip().lower() == "none" else model_or_shipped(model)
+    result = run_count(paths, model=bundle, out=out, cell_size=cell_size, evaluate=evaluate,
+                       reporter=RichReporter())
     if fmt == "json":
-        sys.stdout.write(json.dumps({**summary, "evaluation": evaluation}, indent=2) + "\n")
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
-        console.print(differential_table(summary))
-        if evaluation:
-            console.print(evaluation_table(evaluation))
-    for path, reason in errors:
+        console.print(differential_table(result.summary))
+        if result.evaluation:
+            console.print(evaluation_table(result.evaluation))
+    for path, reason in result.unreadable:
         warn(f"skipped {path}: {reason}")
     info(f"wrote {out / 'cells.csv'}, {out / 'counts.csv'}, {out / 'counts.json'} and "
          f"{out / 'annotated'}/")
-    if errors:
-        raise LeukoError(f"{len(errors)} photo(s) could not be counted (reasons above)",
-                         exit_code=EXIT_PARTIAL)
-
-
-def _readable(photos: list[Path], errors: list[tuple[str, str]]) -> list[Path]:
-    """The photos that decode (a decompression bomb, say, is skipped like predict skips
-    it); the others are added to `errors`."""
-    from ..data.images import check_images
-
-    reasons = check_images(photos, "decode", "checking photos", RichReporter())
-    errors += [(str(p), r) for p, r in zip(photos, reasons, strict=True) if r is not None]
-    good = [p for p, r in zip(photos, reasons, strict=True) if r is None]
-    if not good:
-        raise LeukoError(f"none of the photos is readable ({errors[0][0]}: {errors[0][1]})")
-    return good
-
-
-def _model(model: str) -> Any:
-    if model.strip().lower() == "none":
-        return None
-    from ..modeling.bundle import load_bundle, resolve_run_dir
-
-    model = str(model_or_shipped(model))
-
-    resolve_run_dir(Path(model))
-    return load_bundle(Path(model))
-
-
-def _run(photos: list[Path], bundle: Any, params: Any, out: Path, evaluate: bool,
-         errors: list[tuple[str, str]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir
-    from ..counting.count import (
-        annotate,
-        cells_csv,
-        count_photos,
-        counts,
-        counts_csv,
-        evaluate_counts,
-    )
-
-    ensure_writable_dir(out)
-    reporter = RichReporter()
-    cells, bad = count_photos(photos, bundle, params, reporter)
-    errors += bad
-    readable = [p for p in photos if str(p) not in {path for path, _ in bad}]
-    classes = list(bundle.classes) if bundle is not None else ["WBC"]
-    summary = counts(cells, readable, classes)
-    atomic_write_text(out / "cells.csv", cells_csv(cells))
-    atomic_write_text(out / "counts.csv", counts_csv(summary))
-    evaluation = evaluate_counts(cells, readable, classes) if evaluate else None
-    atomic_write_json(out / "counts.json", {**summary, "evaluation": evaluation})
-    with reporter.task("annotating", len(readable)) as advance:
-        for p in readable:
-            annotate(p, [c for c in cells if c.photo == str(p)], classes,
-                     out / "annotated" / f"{p.stem}.png")
-            advance()
-    return summary, evaluation
+    if result.unreadable:
+        raise LeukoError(f"{len(result.unreadable)} photo(s) could not be counted (reasons "
+                         "above)", exit_code=EXIT_PARTIAL)
 
 
 def differential_table(summary: dict[str, Any]) -> Table:

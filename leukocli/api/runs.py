@@ -1,0 +1,159 @@
+"""Making models: `train` and `cross_validate`, and `audit`, which reads (or makes) a
+cross-validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._util.progress import SILENT, Reporter
+from ..errors import Interrupted, LeukoError
+from ..training.options import resolve
+from ._common import DEFAULTS as _D
+from ._common import PathLike, cv_options, train_options
+
+if TYPE_CHECKING:
+    from ..training.audit_run import AuditRun
+    from ..training.loop import TrainResult
+
+
+def train(train: PathLike, val: PathLike, *, out: PathLike | None = None,
+          img_size: tuple[int, int] = _D.img_size, batch: int = _D.batch,
+          backbone: str = _D.backbone, weights: str = _D.weights, recipe: str = _D.recipe,
+          epochs: int | None = _D.epochs, lr: float = _D.lr, crop_cell: int | None = None,
+          crop_scale: float | None = None, label_smoothing: float | None = None,
+          keep: str | None = None, augment: bool = _D.augment, unfreeze: int = _D.unfreeze,
+          class_weights: str = _D.class_weights, patience: int = _D.patience,
+          precision: str = _D.precision, strategy: str = _D.strategy, seed: int = _D.seed,
+          mapping: Mapping[str, str] | None = None, resume: bool = False,
+          reporter: Reporter = SILENT) -> TrainResult:
+    """Train a classifier into a run folder (model.keras, leuko.json, history.csv, curves).
+
+    The options are `leuko train`'s (None = the recipe's choice), all checked before
+    TensorFlow loads; runs/latest beside the run points at it once it has a model.
+
+    Args:
+        train, val: manifests or class folders; val="none": no validation, a fixed
+            schedule and the last epoch kept.
+        out: the run folder (default runs/<timestamp>-<backbone>).
+        mapping: {OLD: NEW} renames of the training data's classes (--map OLD=NEW).
+        resume: continue the interrupted run in `out` (or runs/latest), its options kept.
+    Returns:
+        TrainResult: run_dir, epochs_done, best_epoch and best (loss, accuracy, ...).
+    Raises:
+        LeukoError: a bad option or dataset, a run already in `out`; Interrupted on
+        Ctrl-C (the finished epochs are kept: resume=True goes on).
+    """
+    opts = train_options(train, val, mapping, img_size=img_size, batch=batch, epochs=epochs,
+                    lr=lr, backbone=backbone, weights=weights, unfreeze=unfreeze,
+                    augment=augment, class_weights=class_weights, patience=patience,
+                    precision=precision, strategy=strategy, seed=seed, recipe=recipe,
+                    crop_cell=crop_cell, crop_scale=crop_scale,
+                    label_smoothing=label_smoothing, keep=keep)
+    if not resume:
+        resolve(opts)  # every option checked before TensorFlow loads
+    from ..training.loop import train as train_run
+
+    result = train_run(opts, out=None if out is None else Path(out), resume=resume,
+                       reporter=reporter)
+    if result.interrupted:
+        raise Interrupted(f"training of {result.run_dir} interrupted after "
+                          f"{result.epochs_done} of {result.epochs_planned} epochs; continue "
+                          f"with train(..., out={str(result.run_dir)!r}, resume=True)")
+    return result
+
+
+def cross_validate(data: PathLike | None = None, *, folds: int = 5, fold: int | None = None,
+                   group_by: str = "auto", exclude: PathLike | None = None,
+                   out: PathLike | None = None, tta: int = 1,
+                   mapping: Mapping[str, str] | None = None, reporter: Reporter = SILENT,
+                   **options: Any) -> dict[str, Any] | None:
+    """Grouped k-fold cross-validation: K trainings, out-of-fold figures, one ensemble.
+
+    Args:
+        data: dataset folder or manifest; None continues the cv run in `out` as planned.
+        fold: train only this fold (0-based), e.g. one per machine.
+        exclude: a dedupe report JSON (a path: cv.json keeps it for continuing runs).
+        out: the run folder (default runs/cv-<timestamp>-<backbone>); continued if it
+            holds the same plan.
+        options: `train`'s training options (img_size, backbone, epochs, crop_cell, ...).
+    Returns:
+        The out-of-fold metrics saved in cv.json (with per-fold spread under "folds"),
+        or None while folds are missing (only `fold` was trained).
+    Raises:
+        LeukoError: bad options, another plan in `out`. Interrupted: Ctrl-C.
+    """
+    from datetime import datetime
+
+    from ..curation.folds import check_folds
+    from ..curation.groups import check_group_spec
+    from ..modeling.augment import check_tta
+    from ..training import cv
+
+    check_folds(folds, fold)
+    check_tta(tta)
+    if data is None:
+        if out is None or not (Path(out) / cv.CV_FILE).exists():
+            raise LeukoError("give a dataset folder or CSV manifest (or out= a cv run)")
+        run, plan = Path(out), cv.load_plan(Path(out))
+    else:
+        if not Path(data).exists():
+            raise LeukoError(f"{data}: no such file or directory")
+        check_group_spec(group_by)
+        opts = cv.plan_options(cv_options(mapping, **options), reporter)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run = Path(out) if out is not None else Path("runs") / f"cv-{stamp}-{opts.backbone}"
+        plan = cv.CVPlan(str(Path(data).expanduser().resolve()), folds, group_by,
+                         str(Path(exclude).expanduser().resolve()) if exclude else None, tta,
+                         opts)
+    cv.prepare(run, plan, reporter)
+    cv.train_folds(run, plan, [fold] if fold is not None else list(range(plan.folds)), reporter)
+    if fold is not None or cv.missing_folds(run, plan):
+        return None
+    return cv.collect(run, reporter)
+
+
+
+def audit(data: PathLike, *, model: PathLike | None = None, out: PathLike | None = None,
+          top: int = 10, write_exclude: PathLike | None = None, folds: int | None = None,
+          group_by: str | None = None, cv_out: PathLike | None = None,
+          mapping: Mapping[str, str] | None = None, reporter: Reporter = SILENT,
+          **options: Any) -> AuditRun:
+    """Likely label errors: images and whole groups that held-out models contradict.
+
+    Never changes the data. As `leuko audit`, through the same core (`run_audit`).
+
+    Args:
+        data: the dataset folder or CSV manifest to audit.
+        model: a collected cv run of `data` (its oof.csv). None: cross-validate `data`
+            first (`folds`, default 5; `group_by`, default auto; `mapping` and `train`'s
+            training `options`) into `cv_out` (default runs/audit-cv-<timestamp>).
+        out: also write audit.csv, audit_groups.csv and contact.png here (only then).
+        top: the groups on the contact sheet and in the exclude report.
+        write_exclude: write the top suspect groups here as a dedupe-style report, for
+            `split(exclude=...)`.
+    Returns:
+        AuditRun: `.result` (`.images`, `.groups` ranked most contradicted first,
+        `.thresholds`), `.cv_run`, `.left_out` (images the cv run excluded), `.written`,
+        `.exclude` (the report written to `write_exclude`).
+    Raises:
+        LeukoError: bad options (cv options with `model`), not a cv run, a cv run of
+        other data. Interrupted: Ctrl-C during the cross-validation.
+    """
+    from ..training.audit_run import run_audit
+
+    cv_given = sorted([*options, *(k for k, v in (("folds", folds), ("group_by", group_by),
+                                                   ("cv_out", cv_out), ("mapping", mapping))
+                                   if v is not None)])
+    if model is not None and cv_given:
+        verb = "applies" if len(cv_given) == 1 else "apply"
+        raise LeukoError(f"{', '.join(cv_given)} only {verb} when audit runs the "
+                         "cross-validation itself; with model= the cv run's predictions are "
+                         "used as they are")
+    return run_audit(Path(data), model=None if model is None else Path(model),
+                     opts=cv_options(mapping, **options), folds=5 if folds is None else folds,
+                     group_by=group_by or "auto", cv_out=None if cv_out is None else Path(cv_out),
+                     out=None if out is None else Path(out), top=top,
+                     exclude=None if write_exclude is None else Path(write_exclude),
+                     reporter=reporter)
