@@ -157,9 +157,8 @@ def test_cli_lowercase_classes_are_the_models(trained: tuple[Path, Path], tmp_pa
 
 def test_cli_missing_model_says_how_to_get_one(tmp_path: Path) -> None:
     (tmp_path / "data" / "A").mkdir(parents=True)
-    invoke("evaluate", str(tmp_path / "data"), cwd=tmp_path).one_line_error(
-        2, "leuko train", "--model"
-    )
+    invoke("evaluate", str(tmp_path / "data"), "--model", "no-such-run", cwd=tmp_path
+           ).one_line_error(2, "leuko train", "--model")
 
 
 def test_group_by_option_when_split_provides_it(

@@ -115,8 +115,13 @@ def test_missing_model_and_no_images(trained: tuple[Path, Path], tmp_path: Path)
     image = tmp_path / "cell.jpg"
     shutil.copy(next(trained[0].rglob("*.jpeg")), image)
 
-    # no runs/latest here
-    invoke("predict", "cell.jpg", cwd=tmp_path).one_line_error(2, "leuko train", "--model")
+    invoke("predict", "cell.jpg", "--model", "no-such-run", cwd=tmp_path).one_line_error(
+        2, "leuko train", "--model")
+    # no runs/latest here: the shipped classifier answers, and says so in one line
+    shipped = invoke("predict", "cell.jpg", "--format", "json", cwd=tmp_path)
+    assert shipped.code == 0, shipped.stderr
+    assert shipped.stderr.count("shipped classifier wbc") == 1
+    assert json.loads(shipped.stdout)[0]["predicted"]
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
     invoke("predict", str(tmp_path / "empty"), "--model", str(run)).one_line_error(
