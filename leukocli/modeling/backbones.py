@@ -171,8 +171,9 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> str | None:
     if low in shipped_weights():
         return _shipped(spec, low)
     path = Path(text).expanduser()
-    if not path.exists() and shipped_model(low) is not None:
-        return _run_source(spec, text, shipped_model(low) or path)
+    shipped = None if path.exists() else shipped_model(low)
+    if shipped is not None:
+        return _run_source(spec, text, shipped)
     if not path.exists():
         names = ", ".join([*shipped_weights(), *shipped_models()]) or "none shipped"
         raise LeukoError(

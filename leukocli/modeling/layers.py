@@ -87,6 +87,17 @@ def crop_square(images: Any, cy: Any, cx: Any, side: Any, size: int) -> Any:
     return tf.transpose(planes, [0, 2, 3, 1])
 
 
+def top_share_level(values: Any, share: float) -> Any:
+    """(b,): per image, the value its highest `share` of (b, h, w) `values` reach down to
+    (the k-th largest, k = share of the pixels, at least 1)."""
+    from .._tf import tf
+
+    shape = tf.shape(values)
+    n = shape[1] * shape[2]
+    k = tf.maximum(1, tf.cast(tf.round(share * tf.cast(n, tf.float32)), tf.int32))
+    return tf.math.top_k(tf.reshape(values, [shape[0], n]), k).values[:, -1]
+
+
 BALANCE_TARGET = 235.0  # the level a photo's background is brought to, in each channel
 
 
@@ -116,11 +127,7 @@ class ColorBalance(keras.layers.Layer):
         x = tf.cast(images, tf.float32)
         blocks = block_mean(x, 4)
         lum = tf.reduce_mean(blocks, axis=3)  # (b, h/4, w/4)
-        shape = tf.shape(lum)
-        n = shape[1] * shape[2]
-        k = tf.maximum(1, tf.cast(tf.round(self.share * tf.cast(n, tf.float32)), tf.int32))
-        flat = tf.reshape(lum, [shape[0], n])
-        level = tf.math.top_k(flat, k).values[:, -1]  # the k-th brightest block
+        level = top_share_level(lum, self.share)  # the k-th brightest block
         mask = tf.cast(lum >= level[:, None, None], tf.float32)[..., None]
         total = tf.reduce_sum(blocks * mask, axis=[1, 2], keepdims=True)
         return total / tf.maximum(tf.reduce_sum(mask, axis=[1, 2], keepdims=True), 1.0)
@@ -173,10 +180,7 @@ class StainNorm(keras.layers.Layer):
         # black is no stain: the letterbox bars and the corners a turned photo leaves
         slide = tf.reduce_max(x, axis=3, keepdims=True) >= BLACK
         total = tf.reduce_sum(od, axis=3) * tf.cast(slide[..., 0], tf.float32)
-        shape = tf.shape(total)
-        n = shape[1] * shape[2]
-        k = tf.maximum(1, tf.cast(tf.round(self.share * tf.cast(n, tf.float32)), tf.int32))
-        level = tf.math.top_k(tf.reshape(total, [shape[0], n]), k).values[:, -1]
+        level = top_share_level(total, self.share)
         gain = tf.clip_by_value(self.target / tf.maximum(level, 0.05), 0.2, 5.0)
         od = od * gain[:, None, None, None]
         out = tf.clip_by_value(256.0 * tf.exp(-(od + base)) - 1.0, 0.0, 255.0)

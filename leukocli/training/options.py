@@ -153,8 +153,10 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
     a run started from another run or shipped model keeps that one's recipe."""
     opts = with_backbone(opts)
     name = (opts.recipe or "auto").strip().lower()
-    if name == "auto" and str(source_meta(opts.weights).get("recipe") or "") in RECIPES:
-        name = str(source_meta(opts.weights)["recipe"])
+    if name == "auto":  # read the source's leuko.json once, only when it decides
+        source_recipe = str(source_meta(opts.weights).get("recipe") or "")
+        if source_recipe in RECIPES:
+            name = source_recipe
     if name == "auto":
         name = "cpu" if get_backbone_spec(opts.backbone).name == "compact" else "paper"
     name = choose(name, ("auto", *RECIPES), "--recipe")
