@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = ("audit", "count", "cross_validate", "dedupe", "evaluate", "explain", "export",
-        "load_model", "predict", "split", "train")
+        "load_model", "predict", "review", "split", "train")
 __all__ = ["__version__", *_API]
 
 

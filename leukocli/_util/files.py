@@ -112,15 +112,17 @@ def png_metadata() -> dict[str, str]:
     return {"Software": LEUKO_PNG}
 
 
-def own_or_free(path: Path) -> Path:
-    """`path` when it is free or a PNG leuko wrote there (a rerun replaces its own figure),
-    else the first free `stem~N` name beside it: a user's file is never replaced."""
-    if not (path.exists() or path.is_symlink()) or _leuko_png(path):
+def own_or_free(path: Path, ours: Callable[[Path], bool] | None = None) -> Path:
+    """`path` when it is free or a file leuko wrote there (by default: a PNG figure; a
+    rerun replaces its own), else the first free `stem~N` name beside it: a user's file
+    is never replaced."""
+    mine = ours or _leuko_png
+    if not (path.exists() or path.is_symlink()) or (not path.is_symlink() and mine(path)):
         return path
     n = 1
     while True:
         cand = path.with_name(f"{path.stem}~{n}{path.suffix}")
-        if not (cand.exists() or cand.is_symlink()) or _leuko_png(cand):
+        if not (cand.exists() or cand.is_symlink()) or (not cand.is_symlink() and mine(cand)):
             return cand
         n += 1
 

@@ -9,7 +9,7 @@ the functions that build or run a model. Typed imports: `from leukocli.api impor
 
 The functions live by what they work on: `data` (dedupe, split), `runs` (train,
 cross_validate, audit), `models` (evaluate, load_model, predict, export, explain) and
-`cells` (count); this package gathers them.
+`cells` (count, review); this package gathers them.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from __future__ import annotations
 from ._common import DEFAULT_MODEL as DEFAULT_MODEL
 from ._common import PathLike as PathLike
 from ._common import Paths as Paths
-from .cells import count
+from .cells import count, review
 from .data import EXCLUDE_FILE as EXCLUDE_FILE
 from .data import dedupe, split
 from .models import evaluate, explain, export, load_model, predict
 from .runs import audit, cross_validate, train
 
 __all__ = ["audit", "count", "cross_validate", "dedupe", "evaluate", "explain", "export",
-           "load_model", "predict", "split", "train"]
+           "load_model", "predict", "review", "split", "train"]

@@ -35,6 +35,8 @@ def train_options(train: PathLike, val: PathLike, mapping: Mapping[str, str] | N
 
     if "img_size" in fields:
         fields["img_size"] = tuple(fields["img_size"])
+    if fields.get("relabel") is not None:  # a corrections CSV, found from any directory
+        fields["relabel"] = absolute(fields["relabel"])
     no_val = str(val).strip().lower() == NO_VAL
     return TrainOptions(train_csv=absolute(train), val_csv=NO_VAL if no_val else absolute(val),
                         mapping=map_items(mapping), **fields)

@@ -67,7 +67,8 @@ def _exclude_file(exclude: PathLike | Findings | None, out: Path, force: bool) -
 
 def split(data: PathLike, *, out: PathLike = "splits", val: float = 0.2, test: float = 0.0,
           seed: int = 42, group_by: str = "auto", exclude: PathLike | Findings | None = None,
-          force: bool = False, reporter: Reporter = SILENT) -> dict[str, Any]:
+          force: bool = False, relabel: PathLike | None = None,
+          reporter: Reporter = SILENT) -> dict[str, Any]:
     """Split into stratified, group-aware train/val(/test) CSV manifests in `out`.
 
     Args:
@@ -77,6 +78,8 @@ def split(data: PathLike, *, out: PathLike = "splits", val: float = 0.2, test: f
         exclude: dedupe's Findings or its report JSON: drop what it would quarantine.
             Findings are saved as OUT/dedupe.json first, so split.json names a real file.
         force: overwrite a split already in `out`.
+        relabel: a corrections CSV saved by the `review` page: the images it names take
+            the person's class (or are left out); split.json records the file.
     Returns:
         The summary written to split.json (params, classes, per-split counts, warnings).
     Raises:
@@ -90,5 +93,5 @@ def split(data: PathLike, *, out: PathLike = "splits", val: float = 0.2, test: f
     target = Path(out)
     return run_split(Path(data), target, val=val, test=test, seed=seed, group_by=group_by,
                      exclude=_exclude_file(exclude, target, force), force=force,
-                     reporter=reporter)
+                     relabel=None if relabel is None else Path(relabel), reporter=reporter)
 

@@ -26,8 +26,8 @@ def train(train: PathLike, val: PathLike, *, out: PathLike | None = None,
           keep: str | None = None, augment: bool = _D.augment, unfreeze: int = _D.unfreeze,
           class_weights: str = _D.class_weights, patience: int = _D.patience,
           precision: str = _D.precision, strategy: str = _D.strategy, seed: int = _D.seed,
-          mapping: Mapping[str, str] | None = None, resume: bool = False,
-          reporter: Reporter = SILENT) -> TrainResult:
+          mapping: Mapping[str, str] | None = None, relabel: PathLike | None = None,
+          resume: bool = False, reporter: Reporter = SILENT) -> TrainResult:
     """Train a classifier into a run folder (model.keras, leuko.json, history.csv, curves).
 
     The options are `leuko train`'s (None = the recipe's choice), all checked before
@@ -38,6 +38,8 @@ def train(train: PathLike, val: PathLike, *, out: PathLike | None = None,
             schedule and the last epoch kept.
         out: the run folder (default runs/<timestamp>-<backbone>).
         mapping: {OLD: NEW} renames of the training data's classes (--map OLD=NEW).
+        relabel: a corrections CSV saved by the `review` page: the images it names take
+            the person's class (or are left out); recorded in leuko.json.
         resume: continue the interrupted run in `out` (or runs/latest), its options kept.
     Returns:
         TrainResult: run_dir, epochs_done, best_epoch and best (loss, accuracy, ...).
@@ -50,7 +52,8 @@ def train(train: PathLike, val: PathLike, *, out: PathLike | None = None,
                     augment=augment, class_weights=class_weights, patience=patience,
                     precision=precision, strategy=strategy, seed=seed, recipe=recipe,
                     crop_cell=crop_cell, crop_scale=crop_scale,
-                    label_smoothing=label_smoothing, keep=keep)
+                    label_smoothing=label_smoothing, keep=keep,
+                    relabel=relabel)
     if not resume:
         resolve(opts)  # every option checked before TensorFlow loads
     from ..training.loop import train as train_run
@@ -77,7 +80,8 @@ def cross_validate(data: PathLike | None = None, *, folds: int = 5, fold: int | 
         exclude: a dedupe report JSON (a path: cv.json keeps it for continuing runs).
         out: the run folder (default runs/cv-<timestamp>-<backbone>); continued if it
             holds the same plan.
-        options: `train`'s training options (img_size, backbone, epochs, crop_cell, ...).
+        options: `train`'s training options (img_size, backbone, epochs, crop_cell,
+            relabel, ...).
     Returns:
         The out-of-fold metrics saved in cv.json (with per-fold spread under "folds"),
         or None while folds are missing (only `fold` was trained).

@@ -16,7 +16,7 @@ from .app import app  # noqa: E402
 
 # Each command module registers itself on import; this order is the order of `--help`.
 COMMANDS = ("dedupe", "split", "train", "cv", "evaluate", "predict", "explain", "report",
-            "audit", "count", "export", "synth", "demo")
+            "audit", "count", "review", "export", "synth", "demo")
 for _name in COMMANDS:
     import_module(f"{__name__}.{_name}")
 

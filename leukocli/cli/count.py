@@ -38,6 +38,12 @@ def count(
                                     "photos): detection precision and recall at IoU 0.5, "
                                     "and class accuracy where boxes are named."),
     ] = False,
+    corrections: Annotated[
+        Path | None,
+        typer.Option(help="A corrections CSV saved by `leuko review`: each cell a person "
+                          "reclassified counts in the person's class (or leaves the "
+                          "differential: not a white cell)."),
+    ] = None,
 ) -> None:
     """Find every white cell in whole-field photos, classify each, and report the
     differential count per photo and in total.
@@ -52,13 +58,17 @@ def count(
     check_cell_size(cell_size)
     bundle = None if model.strip().lower() == "none" else model_or_shipped(model)
     result = run_count(paths, model=bundle, out=out, cell_size=cell_size, evaluate=evaluate,
-                       reporter=RichReporter())
+                       corrections=corrections, reporter=RichReporter())
     if fmt == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
         console.print(differential_table(result.summary))
         if result.evaluation:
             console.print(evaluation_table(result.evaluation))
+    if result.corrections is not None:
+        c = result.corrections
+        info(f"corrections from {c['file']}: {c['changed']} cell(s) changed class, "
+             f"{c['not_white_cells']} not a white cell, {c['unclassifiable']} unclassifiable")
     for path, reason in result.unreadable:
         warn(f"skipped {path}: {reason}")
     info(f"wrote {out / 'cells.csv'}, {out / 'counts.csv'}, {out / 'counts.json'} and "

@@ -27,6 +27,10 @@ GroupBy = Annotated[
 Exclude = Annotated[
     Path | None, typer.Option(help="A dedupe --report JSON: drop what it would quarantine.")
 ]
+RELABEL_HELP = ("A corrections CSV saved by `leuko review`: each image it names takes the "
+                "person's class (not a white cell / unclassifiable: left out); the images "
+                "are not touched.")
+Relabel = Annotated[Path | None, typer.Option(help=RELABEL_HELP)]
 # Inference options of predict and evaluate (and cv's --tta): declared once.
 TTA_HELP = ("Test-time augmentation: average over N views (flips, 12/24 degree turns, "
             "quarter turns, 5% shifts, in that order); 1 = off, at most 20.")
@@ -195,6 +199,7 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         None,
     ),
+    "relabel": (Relabel, None),
 }
 
 
@@ -205,6 +210,8 @@ def train_options_from(values: dict[str, Any]) -> TrainOptions:
     kw = dict(values)
     kw["img_size"] = parse_size(kw.pop("img"))
     kw["mapping"] = tuple(kw.pop("map_") or ())
+    if kw.get("relabel") is not None:
+        kw["relabel"] = str(Path(kw["relabel"]).expanduser().absolute())
     for key in ("train_csv", "val_csv"):
         if key in kw and not (key == "val_csv" and str(kw[key]).strip().lower() == NO_VAL):
             kw[key] = str(Path(kw[key]).expanduser().absolute())

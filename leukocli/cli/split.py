@@ -9,7 +9,7 @@ import typer
 
 from .app import command
 from .console import RichReporter, console, simple_table
-from .options import Exclude, GroupBy
+from .options import Exclude, GroupBy, Relabel
 
 
 @command()
@@ -23,13 +23,14 @@ def split(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     group_by: GroupBy = "auto",
     exclude: Exclude = None,
+    relabel: Relabel = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing OUT.")] = False,
 ) -> None:
     """Split into stratified, group-aware train/val(/test) CSV manifests."""
     from ..curation.split import run_split
 
     summary = run_split(data, out, val=val, test=test, seed=seed, group_by=group_by,
-                        exclude=exclude, force=force, reporter=RichReporter())
+                        exclude=exclude, force=force, relabel=relabel, reporter=RichReporter())
     render(summary)
 
 

@@ -26,6 +26,9 @@ from ..modeling.bundle import Bundle
 from .locate import Located, LocatorParams, locate_cells, match
 from .voc import annotation_for, read_voc
 
+CELL_COLUMNS = ("photo", "x_min", "y_min", "x_max", "y_max", "confidence", "class",
+                "probability", "runner_up", "runner_up_probability", "predicted",
+                "corrected_at")
 WINDOW = 2.2  # window height / cell box side
 COLOURS = [(220, 60, 60), (60, 120, 220), (40, 160, 80), (200, 140, 20), (150, 60, 190),
            (20, 160, 170), (120, 120, 120), (230, 100, 180)]
@@ -36,8 +39,17 @@ class CountedCell:
     photo: str
     box: tuple[float, float, float, float]
     confidence: float
-    label: str
-    probability: float
+    label: str  # the class counted: the model's, or the person's after a review
+    probability: float  # the model's probability of the class it predicted
+    runner_up: str = ""  # the model's second class ("" without a model)
+    runner_up_probability: float = 0.0
+    predicted: str = ""  # the model's class ("": as `label`, nobody corrected it)
+    corrected_at: str = ""  # when a person gave `label` ("" if nobody did)
+
+    @property
+    def proposed(self) -> str:
+        """What leuko said, whatever a person said since."""
+        return self.predicted or self.label
 
 
 def window(photo: np.ndarray, cell: Located, size: tuple[int, int]) -> np.ndarray:
@@ -70,8 +82,15 @@ def count_photo(path: Path, bundle: Bundle | None, params: LocatorParams
     arr = np.asarray(rgb, np.uint8)
     x = np.stack([window(arr, c, bundle.img_size) for c in cells])
     probs = np.asarray(bundle.model.predict_on_batch(x), np.float32)
-    return [CountedCell(str(path), c.box, c.confidence, bundle.classes[int(p.argmax())],
-                        float(p.max())) for c, p in zip(cells, probs, strict=True)]
+    return [_classified(str(path), c, p, bundle.classes) for c, p in zip(cells, probs,
+                                                                          strict=True)]
+
+
+def _classified(photo: str, cell: Located, p: np.ndarray, classes: Sequence[str]
+                ) -> CountedCell:
+    first, second = (int(i) for i in np.argsort(-p, kind="stable")[:2])
+    return CountedCell(photo, cell.box, cell.confidence, classes[first], float(p[first]),
+                       classes[second], float(p[second]))
 
 
 def count_photos(paths: Sequence[Path], bundle: Bundle | None, params: LocatorParams,
@@ -93,8 +112,8 @@ def counts(cells: Sequence[CountedCell], photos: Sequence[Path], classes: Sequen
            ) -> dict[str, Any]:
     """Per photo and in total: count and percentage per class (photos with none included)."""
     def tally(mine: Sequence[CountedCell]) -> dict[str, Any]:
-        n = len(mine)
         per = {c: sum(1 for x in mine if x.label == c) for c in classes}
+        n = sum(per.values())  # a cell a person called no white cell is not counted
         return {"cells": n, "count": per,
                 "percent": {c: round(100.0 * v / n, 2) if n else 0.0 for c, v in per.items()}}
 
@@ -106,11 +125,11 @@ def counts(cells: Sequence[CountedCell], photos: Sequence[Path], classes: Sequen
 def cells_csv(cells: Sequence[CountedCell]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["photo", "x_min", "y_min", "x_max", "y_max", "confidence", "class",
-                "probability"])
+    w.writerow(CELL_COLUMNS)
     for c in cells:
         w.writerow([c.photo, *(round(v, 1) for v in c.box), c.confidence, c.label,
-                    round(c.probability, 6)])
+                    round(c.probability, 6), c.runner_up, round(c.runner_up_probability, 6),
+                    c.proposed, c.corrected_at])
     return buf.getvalue()
 
 

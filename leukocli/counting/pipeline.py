@@ -29,6 +29,7 @@ class CountResult:
     evaluation: dict[str, Any] | None  # --eval's scores (None without it)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     written: list[Path] = field(default_factory=list)  # files written (none without out)
+    corrections: dict[str, Any] | None = None  # what a person's corrections changed
 
     @property
     def classes(self) -> list[str]:
@@ -36,7 +37,8 @@ class CountResult:
 
     def to_dict(self) -> dict[str, Any]:
         """counts.json's content (and `leuko count --format json`'s)."""
-        return {**self.summary, "evaluation": self.evaluation}
+        extra = {} if self.corrections is None else {"corrections": self.corrections}
+        return {**self.summary, "evaluation": self.evaluation, **extra}
 
 
 def check_cell_size(cell_size: float) -> None:
@@ -47,16 +49,20 @@ def check_cell_size(cell_size: float) -> None:
 
 def run_count(paths: Sequence[str | os.PathLike[str]], *,
               model: Bundle | str | os.PathLike[str] | None, out: Path | None = None,
-              cell_size: float = 0.4, evaluate: bool = False, reporter: Reporter = SILENT
+              cell_size: float = 0.4, evaluate: bool = False,
+              corrections: str | os.PathLike[str] | None = None, reporter: Reporter = SILENT
               ) -> CountResult:
     """Locate every white cell in the photos, classify each with `model` (None: locate
     only, every cell "WBC"), count per photo and in total, and score against Pascal VOC
-    boxes when `evaluate`. With `out`, write cells.csv, counts.csv, counts.json and
-    annotated/NAME.png there (checked before any photo is counted).
+    boxes when `evaluate`. With `corrections` (a file `leuko review` saved), each cell a
+    person corrected counts in the person's class. With `out`, write cells.csv,
+    counts.csv, counts.json and annotated/NAME.png there (checked before any photo is
+    counted).
 
     Unreadable photos (and paths that are not images) are returned in `.unreadable`,
     not raised; LeukoError when none is readable, on bad options, a missing or malformed
-    annotation under `evaluate`, or no model.
+    annotation under `evaluate`, no model, or corrections that are not leuko's or name
+    a cell this count did not find.
     """
     from ..evaluation.predict import collect_images
     from .locate import LocatorParams
@@ -68,12 +74,28 @@ def run_count(paths: Sequence[str | os.PathLike[str]], *,
         check_annotations(photos)
     photos = _readable(photos, errors, reporter)
     bundle = _bundle(model)
+    fixes = _corrections(corrections, bundle)
     if out is not None:
         from .._util.files import ensure_writable_dir
 
         ensure_writable_dir(Path(out))
-    return _count(photos, bundle, LocatorParams(cell=cell_size), None if out is None
-                  else Path(out), evaluate, errors, reporter)
+    result = _count(photos, bundle, LocatorParams(cell=cell_size), evaluate, errors,
+                    reporter, fixes)
+    if out is not None:
+        readable = [p for p in photos if p not in {Path(u) for u, _ in result.unreadable}]
+        result.written = write_count(result, readable, Path(out), reporter)
+    return result
+
+
+def _corrections(path: str | os.PathLike[str] | None, bundle: Bundle | None
+                 ) -> tuple[str, list[Any]] | None:
+    """The corrections file's rows, checked against the model's classes before counting."""
+    if path is None:
+        return None
+    from ..data.corrections import read_corrections
+
+    classes = list(bundle.classes) if bundle is not None else [LOCATED_ONLY]
+    return os.fspath(path), read_corrections(path, classes)
 
 
 def _readable(photos: list[Path], errors: list[tuple[str, str]], reporter: Reporter
@@ -99,8 +121,10 @@ def _bundle(model: Bundle | str | os.PathLike[str] | None) -> Bundle | None:
     return load_bundle(Path(model))
 
 
-def _count(photos: list[Path], bundle: Bundle | None, params: Any, out: Path | None,
-           evaluate: bool, errors: list[tuple[str, str]], reporter: Reporter) -> CountResult:
+def _count(photos: list[Path], bundle: Bundle | None, params: Any, evaluate: bool,
+           errors: list[tuple[str, str]], reporter: Reporter,
+           fixes: tuple[str, list[Any]] | None) -> CountResult:
+    from .corrected import apply_corrections, differential_classes
     from .count import count_photos, counts, evaluate_counts
 
     cells, bad = count_photos(photos, bundle, params, reporter)
@@ -108,12 +132,14 @@ def _count(photos: list[Path], bundle: Bundle | None, params: Any, out: Path | N
     unreadable = {path for path, _ in bad}
     readable = [p for p in photos if str(p) not in unreadable]
     classes = list(bundle.classes) if bundle is not None else [LOCATED_ONLY]
-    result = CountResult(cells, counts(cells, readable, classes),
-                         evaluate_counts(cells, readable, classes) if evaluate else None,
-                         errors)
-    if out is not None:
-        result.written = write_count(result, readable, out, reporter)
-    return result
+    said = None
+    if fixes is not None:
+        applied = apply_corrections(cells, fixes[1])
+        cells, said = applied.cells, applied.to_dict(fixes[0])
+        classes = differential_classes(classes, cells)
+    return CountResult(cells, counts(cells, readable, classes),
+                       evaluate_counts(cells, readable, classes) if evaluate else None,
+                       errors, corrections=said)
 
 
 def write_count(result: CountResult, photos: Sequence[Path], out: Path,

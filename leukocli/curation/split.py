@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir, output_lock
+from .._util.files import (
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable_dir,
+    file_sha256,
+    output_lock,
+)
 from .._util.progress import SILENT, Reporter
 from ..data.dataset import Dataset, Record, require_classes, scan
 from ..errors import LeukoError
@@ -229,9 +235,11 @@ def apply_exclude(ds: Dataset, exclude: Path, reporter: Reporter) -> tuple[Datas
 
 
 def load_grouped(
-    data: Path, group_by: str, exclude: Path | None, reporter: Reporter = SILENT
+    data: Path, group_by: str, exclude: Path | None, reporter: Reporter = SILENT,
+    relabel: str | Path | None = None,
 ) -> tuple[Dataset, list[str], int]:
-    """Scan, drop excluded files and group: what `split` and `cv` both start from."""
+    """Scan, drop excluded files, apply a person's relabels (a corrections CSV) and group:
+    what `split` and `cv` both start from."""
     check_group_spec(group_by)
     ds = scan(data, reporter=reporter)
     if ds.problems:
@@ -242,6 +250,12 @@ def load_grouped(
     excluded = 0
     if exclude is not None:
         ds, excluded = apply_exclude(ds, exclude, reporter)
+    if relabel is not None:
+        from ..data.corrections import relabel_parts
+
+        (ds,), done = relabel_parts([ds], relabel)
+        reporter.info(f"--relabel: {done['changed']} image(s) given another class, "
+                      f"{done['excluded']} left out")
     require_classes(ds)
     return ds, resolve_groups(ds, group_by, reporter), excluded
 
@@ -256,6 +270,7 @@ def run_split(
     exclude: Path | None = None,
     force: bool = False,
     reporter: Reporter = SILENT,
+    relabel: Path | None = None,
 ) -> dict[str, Any]:
     """Scan, group, split and write; the library entry point behind `leuko split`."""
     check_fractions(val, test)
@@ -263,7 +278,7 @@ def run_split(
     out = check_out(out, force)
     # locked from the start: a second split into the same folder is refused at once
     with output_lock(out, "leuko split"):
-        ds, groups, excluded = load_grouped(data, group_by, exclude, reporter)
+        ds, groups, excluded = load_grouped(data, group_by, exclude, reporter, relabel)
         records = ds.records
         result = split_dataset([r.label for r in records], groups, val=val, test=test,
                                seed=seed)
@@ -273,6 +288,8 @@ def run_split(
             "data": str(ds.source), "val": val, "test": test, "seed": seed,
             "group_by": group_by, "exclude": str(exclude) if exclude else None,
             "excluded": excluded, "images": len(records), "groups": len(set(groups)),
+            "relabel": None if relabel is None else {"file": str(Path(relabel).resolve()),
+                                                     "sha256": file_sha256(Path(relabel))},
         }
         check_out(out, force)  # another split may have written it before the lock
         summary = write_split(out, ds, records, result, params)

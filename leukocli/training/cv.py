@@ -95,7 +95,8 @@ def prepare(
         _check_same_plan(run, plan)
         return pd.read_csv(run / FOLDS_FILE, dtype={"group": str})
     ds, groups, _ = load_grouped(Path(plan.data), plan.group_by,
-                                 Path(plan.exclude) if plan.exclude else None, reporter)
+                                 Path(plan.exclude) if plan.exclude else None, reporter,
+                                 relabel=plan.options.relabel)
     ds = relabel(ds, parse_map(plan.options.mapping))  # folds.csv speaks the mapped names
     require_classes(ds)  # before any fold folder is written
     labels = [r.label for r in ds.records]
@@ -176,7 +177,9 @@ def _train_fold(run: Path, plan: CVPlan, k: int, reporter: Reporter) -> None:
     status = read_json_object(meta, "run metadata").get("status") if meta.exists() else None
     if status != "finished" or not (d / MODEL_FILE).exists():
         reporter.info(f"fold {k}/{plan.folds - 1}: training on the other folds")
-        opts = replace(plan.options, train_csv=str(d / "train.csv"), val_csv=str(d / "val.csv"))
+        # folds.csv holds the relabelled labels: a fold trains on them as they are
+        opts = replace(plan.options, train_csv=str(d / "train.csv"), val_csv=str(d / "val.csv"),
+                       relabel=None)
         result = train(opts, out=d, resume=meta.exists(), reporter=reporter, latest=False)
         if result.interrupted:
             raise KeyboardInterrupt

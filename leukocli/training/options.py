@@ -58,6 +58,7 @@ class TrainOptions:
     label_smoothing: float | None = None
     keep: str | None = None
     mapping: tuple[str, ...] = ()  # OLD=NEW renames of the training data's classes
+    relabel: str | None = None  # a corrections CSV (leuko review): per-image labels
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -158,6 +158,13 @@ def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> Inputs:
         val = relabel(load_split(Path(opts.val_csv), "val", reporter), mapping)
     else:  # --val none: train on every labelled cell, a fixed schedule
         val = Dataset(train.root, train.source, train.kind, [], [], list(train.classes))
+    relabelled = None
+    if opts.relabel:
+        from ..data.corrections import relabel_parts
+
+        (train, val), relabelled = relabel_parts([train, val], opts.relabel)
+        reporter.info(f"--relabel: {relabelled['changed']} image(s) given another class, "
+                      f"{relabelled['excluded']} left out")
     tr, va = set(train.classes), set(val.classes)
     if tr != va:
         parts = [f"only in {name}: {', '.join(sorted(s))}"
@@ -180,4 +187,6 @@ def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> Inputs:
             "skipped": len(data.problems), "fingerprint": fingerprint(path, data),
             "class_counts": data.counts(),
         }
+    if relabelled is not None:
+        manifests["relabel"] = relabelled
     return Inputs(train, val, classes, manifests)
