@@ -278,3 +278,28 @@ def test_relabels_change_training_labels_and_nothing_else(
                                                        "A", classes[0], "t"]])
     invoke("split", str(data), "--out", str(tmp_path / "s2"), "--relabel", str(other)
            ).one_line_error(2, "name no image of this data")
+
+
+def test_cv_folds_carry_the_relabels(tiny_dataset, tmp_path: Path) -> None:
+    """cv plans its folds from the relabelled data (folds.csv), and each fold trains on
+    those labels as they are; a continued run with another relabel file is refused."""
+    from leukocli.errors import LeukoError
+    from leukocli.training.cv import CVPlan, prepare
+    from leukocli.training.options import TrainOptions
+
+    data = tiny_dataset(per_class=4, size=(64, 64), siblings=1)
+    images = sorted(data.rglob("*.jpeg"))
+    a, b = images[0], images[5]
+    to = next(c for c in sorted({p.parent.name for p in images}) if c != a.parent.name)
+    fix = write_corrections(tmp_path / "relabel.csv", [
+        [str(a), "", "", "", "", a.parent.name, to, "t"],
+        [str(b), "", "", "", "", b.parent.name, "UNCLASSIFIABLE", "t"]])
+    opts = TrainOptions(backbone="compact", relabel=str(fix))
+    table = prepare(tmp_path / "run", CVPlan(str(data), 2, "none", None, 1, opts))
+    label = dict(zip(table["path"], table["label"], strict=True))
+    assert label[str(a)] == to and str(b) not in label and len(label) == len(images) - 1
+    other = write_corrections(tmp_path / "other.csv", [[str(a), "", "", "", "",
+                                                       a.parent.name, a.parent.name, "t"]])
+    with pytest.raises(LeukoError, match="relabel"):
+        prepare(tmp_path / "run", CVPlan(str(data), 2, "none", None, 1,
+                                         TrainOptions(backbone="compact", relabel=str(other))))
