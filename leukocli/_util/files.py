@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import LeukoError
+from ..errors import LeukoError, first_line
 
 LOCK_NAME = ".leuko.lock"
 
@@ -197,7 +197,7 @@ def read_json_object(path: Path, what: str = "metadata") -> dict[str, Any]:
     except FileNotFoundError:
         raise LeukoError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LeukoError(f"{path} is not readable {what} ({exc})".splitlines()[0]) from None
+        raise LeukoError(f"{path} is not readable {what} ({first_line(exc)})") from None
     if not isinstance(obj, dict):
         raise LeukoError(f"{path} is not readable {what} (expected a JSON object)")
     return obj

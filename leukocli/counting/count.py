@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from .._util.files import atomic_write
 from .._util.progress import SILENT, Reporter
 from ..data.images import open_rgb
+from ..errors import first_line
 from ..modeling.bundle import Bundle
 from .locate import Located, LocatorParams, locate_cells, match
 from .voc import annotation_for, read_voc
@@ -103,7 +104,7 @@ def count_photos(paths: Sequence[Path], bundle: Bundle | None, params: LocatorPa
             try:
                 cells += count_photo(p, bundle, params)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                errors.append((str(p), f"unreadable ({exc})".splitlines()[0]))
+                errors.append((str(p), f"unreadable ({first_line(exc)})"))
             advance()
     return cells, errors
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .._util.progress import SILENT, Reporter
-from ..errors import LeukoError
+from ..errors import LeukoError, first_line
 from .images import CheckMode, check_images
 
 if TYPE_CHECKING:  # pandas loads only when a manifest is read (predict stays quick)
@@ -249,7 +249,7 @@ def _read_manifest(csv_path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise LeukoError(f"{csv_path} is empty (needs columns path,label[,group])") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise LeukoError(f"{csv_path} is not a readable CSV ({exc})".splitlines()[0]) from None
+        raise LeukoError(f"{csv_path} is not a readable CSV ({first_line(exc)})") from None
     except OSError as exc:
         raise LeukoError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
     missing = [c for c in ("path", "label") if c not in frame.columns]
