@@ -192,7 +192,7 @@ def test_exclude_drops_quarantined_and_conflicts(tmp_path: Path) -> None:
     assert len(every) == len(rels) - 4
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(LeukoError, match="not a readable JSON report"):
+    with pytest.raises(LeukoError, match="--exclude .* is not readable dedupe report"):
         run_split(data, tmp_path / "s2", exclude=bad)
 
 

@@ -7,11 +7,11 @@ filed under another class, or resized or recoloured, lands with its original.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._util.files import read_json_object
 from .._util.progress import SILENT, Reporter
 from .._util.unionfind import KeyedUnionFind
 from ..data.dataset import Dataset, Record
@@ -139,14 +139,10 @@ def _pattern_groups(records: Sequence[Record], pattern: str, reporter: Reporter)
 def load_exclusions(report: Path) -> tuple[set[str], int]:
     """Files (relative to the dataset root) a dedupe report would quarantine, and group count."""
     try:
-        data = json.loads(Path(report).read_text())
-    except FileNotFoundError:
-        raise LeukoError(f"--exclude {report}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise LeukoError(
-            f"--exclude {report}: not a readable JSON report ({exc})".splitlines()[0]
-        ) from None
-    groups = data.get("groups") if isinstance(data, dict) else None
+        data = read_json_object(report, "dedupe report")
+    except LeukoError as exc:
+        raise LeukoError(f"--exclude {exc}") from None
+    groups = data.get("groups")
     if not isinstance(groups, list):
         raise LeukoError(f"--exclude {report}: not a dedupe report (no 'groups' list)")
     drop: set[str] = set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._util.files import read_json_object
 from .._util.progress import SILENT, Reporter
 from ..errors import LeukoError
 from ..modeling.bundle import META_FILE, Bundle, load_bundle, resolve_run_dir
@@ -67,7 +67,7 @@ def gather(run: Path, data: Path | None, reporter: Reporter = SILENT) -> Predict
                            "out-of-fold predictions (each image by the fold model that never "
                            "saw it)")
     if data is None:
-        meta = json.loads((run / META_FILE).read_text())
+        meta = read_json_object(run / META_FILE, "run metadata")
         val = (meta.get("manifests") or {}).get("val", {}).get("path")
         if not val or not Path(val).exists():
             raise LeukoError(f"{run} names no readable validation manifest; pass --data DATA")

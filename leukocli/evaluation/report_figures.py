@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._util.files import read_json_object
 from ..modeling.bundle import META_FILE
 from .history import read_history
 
@@ -110,8 +110,8 @@ def groups_table(pred: Predictions, y: np.ndarray, limit: int = 30) -> list[dict
 
 def context(run: Path, pred: Predictions, metrics: dict[str, Any], y: np.ndarray
             ) -> dict[str, Any]:
-    meta = json.loads((run / META_FILE).read_text())
-    cv = json.loads((run / "cv.json").read_text()) if (run / "cv.json").is_file() else None
+    meta = read_json_object(run / META_FILE, "run metadata")
+    cv = read_json_object(run / "cv.json", "cv plan") if (run / "cv.json").is_file() else None
     rel_uri, rel_rows = reliability(pred.probs, y)
     manifests = meta.get("manifests") or {}
     return {
