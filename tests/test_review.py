@@ -42,7 +42,7 @@ def counted(tmp_path_factory: pytest.TempPathFactory, tiny_run: tuple[Path, Path
     root = tmp_path_factory.mktemp("review")
     make_fields(root / "fields", n=8, seed=4)
     done = invoke("count", str(root / "fields" / "JPEGImages"), "--model", str(tiny_run[1]),
-                  "--out", str(root / "count"))
+                  "--out", str(root / "count"), "--eval")
     assert done.code == 0, done.stderr
     return root, root / "fields" / "JPEGImages", root / "count"
 
@@ -99,9 +99,14 @@ def test_count_with_corrections_takes_the_persons_classes(
         [c["photo"], *(c[k] for k in HEADER[1:5]), c["class"], "unclassifiable", "t"],
     ])
     done = invoke("count", str(photos), "--model", str(tiny_run[1]), "--out",
-                  str(tmp_path / "c2"), "--corrections", str(fix), "--format", "json")
+                  str(tmp_path / "c2"), "--corrections", str(fix), "--format", "json", "--eval")
     assert done.code == 0, done.stderr
     result = json.loads(done.stdout)
+    scored = json.loads((count / "counts.json").read_text())["evaluation"]
+    assert scored["precision"] == 1.0  # every located cell is a white cell here
+    # the cell the person called no white cell is no longer the count's detection
+    assert result["evaluation"]["true_positives"] == scored["true_positives"] - 1
+    assert result["evaluation"]["missed"] == scored["missed"] + 1
     after = cells_of(tmp_path / "c2")
     assert [r["class"] for r in after][:3] == [other, "NOT_WBC", "UNCLASSIFIABLE"]
     assert [r["predicted"] for r in after][:3] == [a["class"], b["class"], c["class"]]
