@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from leukocli._util.progress import Collecting
-from leukocli.curation import siblings
+from leukocli.curation import keypoints, siblings
 from leukocli.curation.keypoints import compute_features, file_key
 from leukocli.data.render import augment_view, render_smear
 
@@ -67,3 +67,19 @@ def test_groups_are_cached_and_follow_file_changes(tmp_path: Path) -> None:
     again = siblings.discover_groups(paths, labels, reporter=notes)
     assert not any("reused from cache" in m for m in notes.infos)
     assert again[0] != again[1]
+
+
+def test_cache_writes_take_a_unique_temporary_name(tmp_path: Path) -> None:
+    """Two runs sharing the cache must never write one temporary file: a fixed name that
+    another run holds (here a folder squatting on it) neither blocks the write nor is used."""
+    paths = _views(tmp_path)
+    labels = ["N"] * len(paths)
+    gfile = siblings._groups_cache_file([file_key(p) for p in paths], labels)
+    ffile = keypoints._FeatureCache(keypoints.cache_dir())._file(tmp_path.resolve())
+    squatters = [gfile.with_suffix(".tmp"), ffile.with_suffix(".tmp.npz")]
+    for squatter in squatters:
+        squatter.mkdir(parents=True)
+    siblings.discover_groups(paths, labels)
+    assert gfile.is_file() and ffile.is_file()
+    assert sorted(gfile.parent.iterdir()) == sorted([gfile, ffile, *squatters])  # no leftovers
+    assert len(compute_features(paths, [file_key(p) for p in paths])) == len(paths)

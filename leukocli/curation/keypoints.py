@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .._util.files import atomic_write
 from .._util.parallel import workers
 from .._util.progress import SILENT, Reporter
+from ..errors import LeukoError
 
 CACHE_VERSION = "siblings-v1"
 N_FEATURES = 400
@@ -121,20 +123,24 @@ class _FeatureCache:
                 o += (c, cm)
 
     def save(self, folder: Path, keys: list[str], feats: list[Features]) -> None:
+        """Write one folder's features under a unique temporary name, then rename: two
+        runs sharing the cache never write one file at the same time."""
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file, not a name: np.savez would append ".npz"
+                np.savez(
+                    fh,
+                    keys=np.array(keys, dtype=str),
+                    counts=np.array([(len(f[1]), len(f[3])) for f in feats],
+                                    np.int64).reshape(-1, 2),
+                    pts=np.concatenate([f[0] for f in feats] or [_EMPTY_PTS]),
+                    desc=np.concatenate([f[1] for f in feats] or [_EMPTY_DESC]),
+                    pts_m=np.concatenate([f[2] for f in feats] or [_EMPTY_PTS]),
+                    desc_m=np.concatenate([f[3] for f in feats] or [_EMPTY_DESC]),
+                )
+
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self._file(folder).with_suffix(".tmp.npz")
-            np.savez(
-                tmp,
-                keys=np.array(keys, dtype=str),
-                counts=np.array([(len(f[1]), len(f[3])) for f in feats], np.int64).reshape(-1, 2),
-                pts=np.concatenate([f[0] for f in feats] or [_EMPTY_PTS]),
-                desc=np.concatenate([f[1] for f in feats] or [_EMPTY_DESC]),
-                pts_m=np.concatenate([f[2] for f in feats] or [_EMPTY_PTS]),
-                desc_m=np.concatenate([f[3] for f in feats] or [_EMPTY_DESC]),
-            )
-            os.replace(tmp, self._file(folder))
-        except OSError:
+            atomic_write(self._file(folder), write)
+        except LeukoError:
             pass  # read-only home: features are simply recomputed next time
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from .._util.bits import popcount_rows
-from .._util.files import file_sha256
+from .._util.files import atomic_write_text, file_sha256
 from .._util.parallel import workers
 from .._util.progress import SILENT, Reporter
 from .._util.unionfind import UnionFind
+from ..errors import LeukoError
 from .keypoints import (
     MIN_SIDE,
     N_FEATURES,
@@ -350,11 +350,8 @@ def discover_groups(
         for local, root in enumerate(local_roots):
             uf.union(idx[local], idx[root])
     groups = _name_groups(uf, n)
-    try:
-        gfile.parent.mkdir(parents=True, exist_ok=True)
-        tmp = gfile.with_suffix(".tmp")
-        tmp.write_text(json.dumps(groups))
-        os.replace(tmp, gfile)
-    except OSError:
+    try:  # a unique temporary name: two runs sharing the cache never collide
+        atomic_write_text(gfile, json.dumps(groups))
+    except LeukoError:
         pass  # a read-only cache only makes the next run slower
     return groups
