@@ -4,6 +4,7 @@ fold jobs that add up to the full run, and the fold models as an ensemble."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,19 @@ from leukocli.errors import LeukoError
 TRAIN_ARGS = ("--backbone", "compact", "--img", "120x160", "--crop-cell", "48", "--epochs", "8",
               "--batch", "8", "--precision", "float32", "--seed", "3")
 FLIPPED = 3  # whole groups (a smear and its siblings) filed under another class
+
+
+def test_new_runs_are_named_by_one_helper() -> None:
+    """train, cv and audit's own cv name a new run folder one way: runs sort by start."""
+    from leukocli.training.options import new_run_dir
+    from leukocli.training.run import default_run_dir
+
+    stamp = r"\d{8}-\d{6}"
+    for run, pattern in ((new_run_dir("compact"), f"{stamp}-compact"),
+                         (default_run_dir("compact"), f"{stamp}-compact"),
+                         (new_run_dir("compact", "cv"), f"cv-{stamp}-compact"),
+                         (new_run_dir(prefix="audit-cv"), f"audit-cv-{stamp}")):
+        assert run.parent == Path("runs") and re.fullmatch(pattern, run.name), run
 
 
 def test_folds_keep_groups_whole_and_class_shares_even() -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._util.progress import SILENT, Reporter
 from ..errors import Interrupted, LeukoError
-from ..training.options import resolve
+from ..training.options import new_run_dir, resolve
 from ._common import DEFAULTS as _D
 from ._common import PathLike, cv_options, train_options
 
@@ -88,8 +88,6 @@ def cross_validate(data: PathLike | None = None, *, folds: int = 5, fold: int | 
     Raises:
         LeukoError: bad options, another plan in `out`. Interrupted: Ctrl-C.
     """
-    from datetime import datetime
-
     from ..curation.folds import check_folds
     from ..curation.groups import check_group_spec
     from ..modeling.augment import check_tta
@@ -106,8 +104,7 @@ def cross_validate(data: PathLike | None = None, *, folds: int = 5, fold: int | 
             raise LeukoError(f"{data}: no such file or directory")
         check_group_spec(group_by)
         opts = cv.plan_options(cv_options(mapping, **options), reporter)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run = Path(out) if out is not None else Path("runs") / f"cv-{stamp}-{opts.backbone}"
+        run = Path(out) if out is not None else new_run_dir(opts.backbone, "cv")
         plan = cv.CVPlan(str(Path(data).expanduser().resolve()), folds, group_by,
                          str(Path(exclude).expanduser().resolve()) if exclude else None, tta,
                          opts)

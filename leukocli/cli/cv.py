@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import LeukoError
-from ..training.options import TrainOptions
+from ..training.options import TrainOptions, new_run_dir
 from .app import command
 from .console import RichReporter, console, info
 from .evaluate import confusion_table, per_class_table
@@ -78,8 +77,7 @@ def _plan(data: Path | None, out: Path | None, folds: int, group_by: str,
         raise LeukoError(f"{data}: no such file or directory")
     check_group_spec(group_by)
     opts = plan_options(opts, reporter)
-    run = out if out is not None else (
-        Path("runs") / f"cv-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{opts.backbone}")
+    run = out if out is not None else new_run_dir(opts.backbone, "cv")
     plan = CVPlan(str(data.expanduser().resolve()), folds, group_by,
                   str(exclude.expanduser().resolve()) if exclude else None, tta, opts)
     return run, plan

@@ -8,14 +8,13 @@ reads the cv run's plan); the command line and `lk.audit` both call `run_audit`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._util.progress import SILENT, Reporter
 from ..errors import LeukoError
 from ..evaluation.audit import AuditResult
-from .options import TrainOptions
+from .options import TrainOptions, new_run_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -142,7 +141,7 @@ def _run_cv(data: Path, opts: TrainOptions, folds: int, group_by: str, run: Path
     check_group_spec(group_by)
     opts = plan_options(opts, reporter)
     if run is None:
-        run = Path("runs") / f"audit-cv-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        run = new_run_dir(prefix="audit-cv")
     reporter.info(f"no --model: cross-validating {data} into {run} first ({folds} folds)")
     plan = CVPlan(str(data.expanduser().resolve()), folds, group_by, None, 1, opts)
     prepare(run, plan, reporter)

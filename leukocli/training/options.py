@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..data.dataset import parse_map
@@ -133,6 +135,13 @@ def with_backbone(opts: TrainOptions) -> TrainOptions:
     if (opts.backbone or "auto").strip().lower() != "auto":
         return opts
     return replace(opts, backbone=source_backbone(opts.weights) or DEFAULT_BACKBONE)
+
+
+def new_run_dir(backbone: str | None = None, prefix: str | None = None) -> Path:
+    """The default folder of a new run, runs/[PREFIX-]YYYYmmdd-HHMMSS[-BACKBONE] (train:
+    no prefix; cv: "cv"; audit's own cv: "audit-cv"): one format, so runs sort by start."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / "-".join(part for part in (prefix, stamp, backbone) if part)
 
 
 NO_VAL = "none"  # --val none: no validation part, a fixed schedule (few-shot adaptation)
