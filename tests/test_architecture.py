@@ -109,3 +109,21 @@ def test_library_calls_are_silent(tmp_path: Path, capfd: pytest.CaptureFixture[s
     run_split(data, tmp_path / "splits2", val=0.25, group_by="none", reporter=notes)
     assert any("wrote train.csv" in m for m in notes.infos)
     assert capfd.readouterr() == ("", "")
+
+
+def test_choice_help_is_written_from_the_registries_the_checks_use() -> None:
+    """A backbone, precision, strategy, recipe, keep or class-weights choice added to its
+    registry shows in --help by itself: help, validation and registry cannot drift."""
+    import typing
+
+    from leukocli.cli.options import TRAIN_OPTIONS
+    from leukocli.modeling.backbones import BACKBONES
+    from leukocli.training.options import CLASS_WEIGHTS, KEEP, PRECISIONS, RECIPES, STRATEGIES
+
+    registries = {"backbone": BACKBONES, "precision": PRECISIONS, "strategy": STRATEGIES,
+                  "recipe": RECIPES, "keep": KEEP, "class_weights": CLASS_WEIGHTS}
+    for name, registry in registries.items():
+        annotation = TRAIN_OPTIONS[name][0]
+        option = next(m for m in typing.get_args(annotation)[1:] if hasattr(m, "help"))
+        for choice in registry:
+            assert choice in option.help, (name, choice, option.help)

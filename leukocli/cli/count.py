@@ -13,7 +13,7 @@ from rich.table import Table
 from ..errors import EXIT_PARTIAL, LeukoError
 from .app import command
 from .console import RichReporter, console, info, warn
-from .options import model_or_shipped
+from .options import TABLE_JSON, TableOrJson, check_format, model_or_shipped
 
 
 @command()
@@ -26,7 +26,7 @@ def count(
     ] = "runs/latest",
     out: Annotated[Path, typer.Option(help="Folder for cells.csv, counts.csv/json and "
                                            "annotated PNGs.")] = Path("count"),
-    fmt: Annotated[str, typer.Option("--format", help="table or json (stdout).")] = "table",
+    fmt: TableOrJson = "table",
     cell_size: Annotated[
         float,
         typer.Option(help="Expected white-cell diameter as a share of the photo's shorter "
@@ -53,8 +53,7 @@ def count(
     """
     from ..counting.pipeline import check_cell_size, run_count
 
-    if fmt not in ("table", "json"):
-        raise LeukoError(f"--format must be table or json (got {fmt!r})")
+    check_format(fmt, TABLE_JSON)
     check_cell_size(cell_size)
     bundle = None if model.strip().lower() == "none" else model_or_shipped(model)
     result = run_count(paths, model=bundle, out=out, cell_size=cell_size, evaluate=evaluate,

@@ -13,7 +13,7 @@ from rich.table import Table
 from ..errors import EXIT_PARTIAL, LeukoError
 from .app import command
 from .console import RichReporter, console, warn
-from .options import model_or_shipped
+from .options import TABLE_JSON, TableOrJson, check_format, model_or_shipped
 
 
 @command()
@@ -27,7 +27,7 @@ def explain(
         str | None,
         typer.Option("--class", help="Explain this class instead of the predicted one."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or json (stdout).")] = "table",
+    fmt: TableOrJson = "table",
 ) -> None:
     """Grad-CAM for each image: the image beside its heatmap, as a PNG in --out.
 
@@ -38,8 +38,7 @@ def explain(
     from ..evaluation.predict import collect_images
     from ..modeling.bundle import resolve_run_dir
 
-    if fmt not in ("table", "json"):
-        raise LeukoError(f"--format must be table or json (got {fmt!r})")
+    check_format(fmt, TABLE_JSON)
     model = model_or_shipped(model)
     resolve_run_dir(model)
     ensure_writable_dir(out)

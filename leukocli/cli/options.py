@@ -14,9 +14,38 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 import typer
 
 from ..evaluation import INFER_BATCH as INFER_BATCH
-from ..training.options import NO_VAL, RECIPES, TrainOptions
+from ..modeling.backbones import BACKBONES
+from ..training.options import (
+    CLASS_WEIGHTS,
+    KEEP,
+    NO_VAL,
+    PRECISIONS,
+    RECIPES,
+    STRATEGIES,
+    TrainOptions,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_of(choices: Any) -> str:
+    """'a, b or c': a choice's help written from the registry the check uses, so the two
+    cannot drift."""
+    names = list(choices)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def check_format(fmt: str, choices: tuple[str, ...]) -> None:
+    """The one check of an output --format."""
+    if fmt not in choices:
+        from ..errors import LeukoError
+
+        raise LeukoError(f"--format must be {one_of(choices)} (got {fmt!r})")
+
+
+TABLE_JSON = ("table", "json")
+# `--format table|json` of the commands that print a table or, for scripts, JSON on stdout
+TableOrJson = Annotated[str, typer.Option("--format", help=f"{one_of(TABLE_JSON)} (stdout).")]
 
 # How `split` and `cv` find groups and drop what dedupe flagged: declared once for both.
 GroupBy = Annotated[
@@ -78,9 +107,8 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[
             str,
             typer.Option(
-                help="auto (the --weights run's or shipped model's, else "
-                "inceptionresnetv2), inceptionresnetv2, xception, resnet50v2, inceptionv3, "
-                "mobilenetv2, densenet121, efficientnetb0, or compact (small CNN from scratch)."
+                help=f"{one_of(['auto', *BACKBONES])} (auto: the --weights run's or shipped "
+                "model's, else inceptionresnetv2; compact: a small CNN from scratch)."
             ),
         ],
         D.backbone,
@@ -108,7 +136,8 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         D.augment,
     ),
     "class_weights": (
-        Annotated[str, typer.Option(help="auto (from class counts) or none.")],
+        Annotated[str, typer.Option(help=f"{one_of(CLASS_WEIGHTS)} (auto: from class "
+                                         "counts).")],
         D.class_weights,
     ),
     "patience": (
@@ -122,15 +151,17 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         D.patience,
     ),
     "precision": (
-        Annotated[str, typer.Option(help="auto, float32, mixed_float16 or mixed_bfloat16.")],
+        Annotated[str, typer.Option(help=f"{one_of(PRECISIONS)} (auto: mixed_bfloat16 where "
+                                         "the CPU has bf16, mixed_float16 on a GPU, else "
+                                         "float32).")],
         D.precision,
     ),
     "strategy": (
         Annotated[
             str,
             typer.Option(
-                help="auto, default, mirrored (GPUs of this machine) or multiworker "
-                "(machines in TF_CONFIG)."
+                help=f"{one_of(STRATEGIES)} (mirrored: the GPUs of this machine; "
+                "multiworker: the machines in TF_CONFIG)."
             ),
         ],
         D.strategy,
@@ -184,9 +215,9 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[
             str | None,
             typer.Option(
-                help="Which epoch's model to save: best (lowest val loss; paper's "
-                "default) or last (cpu's default, so validation figures are not "
-                "chosen on validation)."
+                help=f"Which epoch's model to save: {one_of(KEEP)} (best: lowest val loss, "
+                "the paper recipe's default; last: the others', so validation figures are "
+                "not chosen on validation)."
             ),
         ],
         D.keep,

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from ..errors import LeukoError
 from .app import command
 from .console import RichReporter, console
+from .options import TABLE_JSON, TableOrJson, check_format
 
 
 @command()
@@ -31,7 +31,7 @@ def review(
     uncertain: Annotated[
         float, typer.Option(help="'Uncertain only' shows cells below this probability.")
     ] = 0.8,
-    fmt: Annotated[str, typer.Option("--format", help="table or json (stdout).")] = "table",
+    fmt: TableOrJson = "table",
 ) -> None:
     """Write one self-contained HTML page to verify leuko's classes: every cell as a
     thumbnail in its class's panel, least confident first; reclassify with a click or a
@@ -43,8 +43,7 @@ def review(
     """
     from ..review.page import build_review
 
-    if fmt not in ("table", "json"):
-        raise LeukoError(f"--format must be table or json (got {fmt!r})")
+    check_format(fmt, TABLE_JSON)
     page, done = build_review(source, out=out, top=top, uncertain=uncertain,
                               reporter=RichReporter())
     size = page.stat().st_size / 1e6
