@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +86,17 @@ def test_the_stain_level_follows_the_background_not_the_crowd() -> None:
     assert len(locate_cells(Image.fromarray(rgb.astype(np.uint8)))) == 1
     close = _disc_photo([(240, 320, 230)])  # one cell over half the photo
     assert len(locate_cells(close)) == 1
+
+
+def test_the_locator_ramps_the_stain_as_the_cell_crop_does_without_tensorflow() -> None:
+    """One stain ramp: the locator's named copy equals the crop layer's, and the locator
+    stays free of TensorFlow (the reason it is a copy, not an import)."""
+    from leukocli.counting import locate
+    from leukocli.modeling import layers
+
+    assert locate.STAIN_RAMP == layers.STAIN_RAMP
+    code = "import sys, leukocli.counting.locate; sys.exit('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_outputs_parse_and_agree(fields: Path, tmp_path: Path) -> None:

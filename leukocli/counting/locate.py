@@ -25,6 +25,9 @@ WORK_SIDE = 240  # the shorter side the stain map is analysed at
 # the fixed level the cell crop uses (15); the same result from 17 to 31 (README, Counting)
 PURPLE_ABOVE_BACKGROUND = 19.0
 LEVEL_RANGE = (-25.0, 40.0)  # a photo with no background left (all cell) keeps a sane level
+# the cell crop's modeling.layers.STAIN_RAMP (a test keeps them equal): named, not imported,
+# because modeling.layers loads TensorFlow and the locator needs none
+STAIN_RAMP = 20.0  # "blue minus red" this far above the level counts fully as stain
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def stain_map(rgb: np.ndarray, level: float | None = None) -> np.ndarray:
         bright = rgb.mean(axis=-1)
         background = float(np.median(purple[bright >= np.percentile(bright, 80)]))
         level = float(np.clip(background + PURPLE_ABOVE_BACKGROUND, *LEVEL_RANGE))
-    raw = np.clip((purple - level) / 20.0, 0.0, 1.0)
+    raw = np.clip((purple - level) / STAIN_RAMP, 0.0, 1.0)
     return ndimage.gaussian_filter(raw, 1.0)
 
 
