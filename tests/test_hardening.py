@@ -457,7 +457,7 @@ def _deep_and_turned(tmp_path: Path) -> dict[str, Path]:
 def test_16_bit_and_exif_turned_images_read_the_same_everywhere(tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from leukocli.curation.hashing import fingerprint
+    from leukocli.curation.hashing import hash_image
     from leukocli.data.images import open_rgb
     from leukocli.modeling.loader import build_dataset
     from leukocli.modeling.runtimes import load_images
@@ -475,7 +475,7 @@ def test_16_bit_and_exif_turned_images_read_the_same_everywhere(tmp_path: Path) 
     for got in (next(iter(build_dataset(turned, None, (48, 64), 1)))[0].numpy(),
                 load_images(turned, (48, 64))[0], np.asarray(open_rgb(files["turned"]))):
         assert np.abs(got - up).mean() < 3.0  # upright, as the phone showed it
-    gray = {k: fingerprint(files[k]).gray for k in ("png8", "png16", "tif16")}  # type: ignore[union-attr]
+    gray = {k: hash_image(files[k]).gray for k in ("png8", "png16", "tif16")}  # type: ignore[union-attr]
     assert np.abs(gray["png16"].astype(int) - gray["png8"]).max() <= 1
     assert np.abs(gray["tif16"].astype(int) - gray["png8"]).max() <= 1
     del tf

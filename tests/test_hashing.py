@@ -1,4 +1,4 @@
-"""Image fingerprints: the hash proposes, pixels decide; flips and turns cost no decode."""
+"""Image hashes: the hash proposes, pixels decide; flips and turns cost no decode."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from leukocli.curation.hashing import (
     correlation,
     dihedral,
     fine_features,
-    fingerprint,
+    hash_image,
     phash,
     phash_variants,
     pixel_digest,
@@ -67,19 +67,19 @@ def test_pixel_features_correlate_copies_not_different_pictures() -> None:
     assert correlation(c[[0]], c[[1]])[0] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_fingerprint_and_pixel_digest(tmp_path: Path) -> None:
+def test_hash_image_and_pixel_digest(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     arr = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
     Image.fromarray(arr).save(tmp_path / "a.png")
     Image.fromarray(arr).save(tmp_path / "a.bmp")
-    fa = fingerprint(tmp_path / "a.png")
-    fb = fingerprint(tmp_path / "a.bmp")
+    fa = hash_image(tmp_path / "a.png")
+    fb = hash_image(tmp_path / "a.bmp")
     assert not isinstance(fa, str) and not isinstance(fb, str)
     assert (fa.width, fa.height) == (40, 30)
     assert fa.thumb.shape == (THUMB, THUMB, 3) and fa.gray.shape == (HASH_SIDE, HASH_SIDE)
     assert fa.sha256 != fb.sha256  # different bytes ...
     assert pixel_digest(tmp_path / "a.png") == pixel_digest(tmp_path / "a.bmp")  # same pixels
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
-    assert isinstance(fingerprint(tmp_path / "bad.jpg"), str)
-    assert fingerprint(tmp_path / "missing.png") == "file not found"
+    assert isinstance(hash_image(tmp_path / "bad.jpg"), str)
+    assert hash_image(tmp_path / "missing.png") == "file not found"
     assert pixel_digest(tmp_path / "bad.jpg") is None

@@ -45,9 +45,9 @@ from .hashing import (
     HASH_SIDE,
     THUMB,
     TRANSFORM_NAMES,
-    Fingerprint,
+    ImageHashes,
     coarse_features,
-    fingerprint,
+    hash_image,
     phash_variants,
     pixel_digest,
 )
@@ -197,7 +197,7 @@ def find_duplicates(
     start = time.perf_counter()
     ds = data if isinstance(data, Dataset) else scan(data, check="none", reporter=reporter)
     unreadable = {p.rel: p.reason for p in ds.problems}
-    images = _fingerprint_all(ds.records, unreadable, reporter)
+    images = _hash_all(ds.records, unreadable, reporter)
     params = {"threshold": threshold, "transforms": transforms, "coarse_min": COARSE_MIN,
               "verify_min": VERIFY_MIN}
     links = _Links(len(images.records))
@@ -212,10 +212,10 @@ def find_duplicates(
     )
 
 
-def _fingerprint_all(
+def _hash_all(
     records: Sequence[Record], unreadable: dict[str, str], reporter: Reporter
 ) -> _Images:
-    """Fingerprint every record in parallel; thumbnails go straight into preallocated
+    """Hash every record in parallel; thumbnails go straight into preallocated
     arrays (rows of readable images, in order) so peak memory stays ~8 kB per image."""
     thumbs = np.empty((len(records), THUMB, THUMB, 3), dtype=np.uint8)
     gray = np.empty((len(records), HASH_SIDE, HASH_SIDE), dtype=np.uint8)
@@ -226,8 +226,8 @@ def _fingerprint_all(
         paths = [r.path for r in records]
         with reporter.task("hashing images", len(paths)) as advance, \
                 ThreadPoolExecutor(workers()) as pool:
-            for rec, fp in zip(records, bounded_map(pool, fingerprint, paths), strict=True):
-                if isinstance(fp, Fingerprint):
+            for rec, fp in zip(records, bounded_map(pool, hash_image, paths), strict=True):
+                if isinstance(fp, ImageHashes):
                     thumbs[len(kept)] = fp.thumb
                     gray[len(kept)] = fp.gray
                     kept.append(rec)

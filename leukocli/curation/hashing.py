@@ -1,4 +1,4 @@
-"""Image fingerprints for duplicate search: byte and pixel digests, DCT pHash, thumbnails.
+"""Image hashes for duplicate search: byte and pixel digests, DCT pHash, thumbnails.
 
 Each image is decoded once (JPEG draft mode, so a 320x240 file decodes at 1/4 scale)
 into a small square RGB thumbnail. The 64-bit pHash of all eight dihedral variants
@@ -31,7 +31,7 @@ TRANSFORM_NAMES: tuple[str, ...] = (
 
 
 @dataclass
-class Fingerprint:
+class ImageHashes:
     """What one decode of one image yields."""
 
     sha256: str
@@ -54,7 +54,7 @@ def swaps_axes(k: int) -> bool:
     return k % 2 == 1
 
 
-def fingerprint(path: Path) -> Fingerprint | str:
+def hash_image(path: Path) -> ImageHashes | str:
     """Hash the bytes and decode a thumbnail; return the reason instead when unreadable."""
     try:
         data = path.read_bytes()
@@ -84,7 +84,7 @@ def fingerprint(path: Path) -> Fingerprint | str:
         return f"corrupt image ({exc})"
     except Exception as exc:  # Pillow raises a zoo of types on hostile input
         return f"unreadable ({type(exc).__name__}: {exc})"
-    return Fingerprint(digest, width, height, arr, gray)
+    return ImageHashes(digest, width, height, arr, gray)
 
 
 def pixel_digest(path: Path) -> str | None:
