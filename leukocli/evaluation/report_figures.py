@@ -54,7 +54,8 @@ def curves(run: Path) -> str | None:
     return png_uri(fig)
 
 
-def confusion(metrics: dict[str, Any]) -> str:
+def confusion_uri(metrics: dict[str, Any]) -> str:
+    """The confusion-matrix figure as a PNG data URI (metrics.confusion is the counts)."""
     from .plots import confusion_figure
     from .report import png_uri
 
@@ -124,6 +125,6 @@ def context(run: Path, pred: Predictions, metrics: dict[str, Any], y: np.ndarray
                                       or {}).items()
                     if not (cv and k in ("train_csv", "val_csv"))},
         "manifests": manifests, "cv": cv, "metrics": metrics,
-        "curves": curves(run), "confusion": confusion(metrics), "reliability": rel_uri,
+        "curves": curves(run), "confusion": confusion_uri(metrics), "reliability": rel_uri,
         "reliability_rows": rel_rows, "groups": groups_table(pred, y),
     }
