@@ -87,8 +87,9 @@ class Dataset:
         return out
 
 
-def parse_map(items: Sequence[str]) -> dict[str, str]:
-    """--map OLD=NEW items (repeatable) into {OLD: NEW}; the one syntax check of --map."""
+def parse_renames(items: Sequence[str]) -> dict[str, str]:
+    """--map OLD=NEW items (repeatable) into class renames {OLD: NEW}; the one syntax
+    check of --map (evaluation.evaluate.parse_mapping adds the model's classes to it)."""
     mapping: dict[str, str] = {}
     for item in items:
         old, sep, new = item.partition("=")
@@ -99,6 +100,9 @@ def parse_map(items: Sequence[str]) -> dict[str, str]:
             raise LeukoError(f"--map gives {old!r} two targets: {mapping[old]} and {new}")
         mapping[old] = new
     return mapping
+
+
+parse_map = parse_renames  # old name, still imported by evaluation/evaluate.py and training/run.py
 
 
 def relabel(ds: Dataset, mapping: dict[str, str]) -> Dataset:

@@ -30,7 +30,7 @@ from .._util.files import (
 from .._util.progress import SILENT, Reporter
 from ..curation.folds import assign_folds, check_folds, thin_classes
 from ..curation.split import load_grouped
-from ..data.dataset import parse_map, relabel, require_classes
+from ..data.dataset import parse_renames, relabel, require_classes
 from ..errors import Interrupted, LeukoError
 from ..modeling.bundle import META_FILE, MODEL_FILE, load_bundle, point_latest, write_ensemble
 from .options import TrainOptions, resolve, with_backbone
@@ -97,7 +97,7 @@ def prepare(
     ds, groups, _ = load_grouped(Path(plan.data), plan.group_by,
                                  Path(plan.exclude) if plan.exclude else None, reporter,
                                  relabel=plan.options.relabel)
-    ds = relabel(ds, parse_map(plan.options.mapping))  # folds.csv speaks the mapped names
+    ds = relabel(ds, parse_renames(plan.options.mapping))  # folds.csv speaks the mapped names
     require_classes(ds)  # before any fold folder is written
     labels = [r.label for r in ds.records]
     fold = assign_folds(labels, groups, plan.folds, plan.options.seed)

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..data.dataset import parse_map
+from ..data.dataset import parse_renames
 from ..errors import LeukoError, check_batch
 from ..modeling.backbones import (
     check_input_size,
@@ -279,7 +279,7 @@ def resolve(opts: TrainOptions) -> TrainPlan:
     if recipe.crop_cell:
         check_input_size(spec, (recipe.crop_cell, recipe.crop_cell))
     choose(opts.class_weights, CLASS_WEIGHTS, "--class-weights")
-    parse_map(opts.mapping)
+    parse_renames(opts.mapping)
     choose(opts.precision, PRECISIONS, "--precision")
     choose(opts.strategy, STRATEGIES, "--strategy")
     weights = resolve_weights(spec, opts.weights)
