@@ -173,7 +173,7 @@ def test_scan_manifest_resolves_paths_against_the_csv_folder(
 
     ds = scan(manifest)
 
-    assert ds.kind == "csv"
+    assert ds.layout == "csv"
     assert ds.classes == ["EOSINOPHIL", "MONOCYTE"]
     assert ds.problems == []
     by_name = {r.path.name: r for r in ds.records}

@@ -206,7 +206,7 @@ def find_duplicates(
     n_cand = _link_near(images, reps, threshold, transforms, links, reporter)
     groups = _make_groups(images, links, reporter)
     return Findings(
-        ds.root, ds.source, ds.kind, len(ds.records) + len(ds.problems), unreadable, groups,
+        ds.root, ds.source, ds.layout, len(ds.records) + len(ds.problems), unreadable, groups,
         name_collisions(images.records), links.count, n_cand, params,
         time.perf_counter() - start,
     )

@@ -100,7 +100,7 @@ def _column_groups(ds: Dataset, name: str) -> list[str]:
         )
         where = (
             "a folder has no columns"
-            if ds.kind == "folder"
+            if ds.layout == "folder"
             else f"columns: {', '.join(available) or 'none'}"
         )
         raise LeukoError(f"no manifest column {name!r} to group by ({where})")

@@ -231,7 +231,7 @@ def apply_exclude(ds: Dataset, exclude: Path, reporter: Reporter) -> tuple[Datas
         reporter.info(f"excluded {excluded} file(s) named by {n_groups} group(s) of {exclude}")
     if not kept:
         raise LeukoError(f"--exclude {exclude} leaves no images to split")
-    return Dataset(ds.root, ds.source, ds.kind, kept, ds.problems, ds.classes), excluded
+    return Dataset(ds.root, ds.source, ds.layout, kept, ds.problems, ds.classes), excluded
 
 
 def load_grouped(

@@ -49,13 +49,18 @@ class Dataset:
 
     root: Path
     source: Path
-    kind: Literal["folder", "csv"]
+    layout: Literal["folder", "csv"]  # how it was given: class folders or a CSV manifest
     records: list[Record]
     problems: list[Problem]
     classes: list[str]
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def kind(self) -> Literal["folder", "csv"]:
+        """The old name of `layout`, still read by data/corrections.py and training/run.py."""
+        return self.layout
 
     @property
     def has_groups(self) -> bool:
@@ -112,7 +117,7 @@ def relabel(ds: Dataset, mapping: dict[str, str]) -> Dataset:
     records = [Record(r.path, mapping.get(r.label, r.label), r.rel, r.group, r.extra)
                for r in ds.records]
     classes = sorted({r.label for r in records})
-    return Dataset(ds.root, ds.source, ds.kind, records, ds.problems, classes)
+    return Dataset(ds.root, ds.source, ds.layout, records, ds.problems, classes)
 
 
 def require_classes(ds: Dataset, minimum: int = 2) -> None:
