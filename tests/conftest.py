@@ -29,6 +29,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 from leukocli.data.synth import make_dataset
 
 
+# --------------------------------------------------------------------------- the cache
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """leuko's cache (sibling features and groups; LEUKO_CACHE_DIR) in this session's temp
+    folder, for this process and every leuko it starts: a test run never writes the user's
+    ~/.cache/leuko, nor reuses what an earlier run left there (a test may narrow it further)."""
+    cache = tmp_path_factory.mktemp("leuko-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEUKO_CACHE_DIR", str(cache))
+        yield cache
+
+
 # --------------------------------------------------------------------------- running leuko
 @dataclass
 class Run:

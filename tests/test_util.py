@@ -97,3 +97,18 @@ def test_importing_the_library_leaves_the_callers_tensorflow_logging_alone() -> 
                          capture_output=True, text=True, check=True)
     assert lib.stdout.split() != ["40", "True"] and lib.stdout.split()[1] == "True"
     assert cli.stdout.split() == ["40", "True"]
+
+
+def test_a_test_run_never_writes_the_users_cache(tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
+    """conftest points LEUKO_CACHE_DIR into the session's temp folder for every test."""
+    from leukocli.curation.keypoints import cache_dir
+
+    cache = cache_dir().resolve()
+    assert cache.is_relative_to(tmp_path_factory.getbasetemp().resolve()), cache
+    assert not cache.is_relative_to((Path.home() / ".cache" / "leuko").resolve()), cache
+    child = subprocess.run(
+        [sys.executable, "-c", "from leukocli.curation.keypoints import cache_dir; "
+                               "print(cache_dir().resolve())"],
+        capture_output=True, text=True, check=True)
+    assert Path(child.stdout.strip()) == cache  # and so does every leuko a test starts
