@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 def evaluate(data: PathLike, *, model: PathLike = DEFAULT_MODEL, tta: int = 1,
              all_classes: bool = False, out: PathLike | None = None, batch: int = INFER_BATCH,
              group_by: str | None = None, mapping: Mapping[str, str] | None = None,
-             ignore_unknown: bool = False, reporter: Reporter = SILENT) -> Evaluation:
+             ignore_unknown: bool = False, runtime: str = "auto",
+             reporter: Reporter = SILENT) -> Evaluation:
     """Evaluate a model on labelled data: accuracy with CI, per-class report, confusion.
 
     Args:
@@ -32,6 +33,8 @@ def evaluate(data: PathLike, *, model: PathLike = DEFAULT_MODEL, tta: int = 1,
         all_classes: let every class of the model compete, not only the data's.
         out: also write metrics.json, predictions.csv and confusion.png here (only then).
         mapping: {OLD: NEW} renames of the data's classes into the model's.
+        runtime: "auto" (the run's TensorFlow-free twin when it is fresh, else Keras,
+            the reason sent to `reporter`) or "keras".
     Returns:
         Evaluation: `.metrics` (metrics.json's dict; n_unreadable counts images left
         out), `.probs` aligned with `.records`, `.classes` scored.
@@ -44,9 +47,11 @@ def evaluate(data: PathLike, *, model: PathLike = DEFAULT_MODEL, tta: int = 1,
     from ..evaluation.evaluate import write_outputs
     from ..modeling.augment import check_tta
     from ..modeling.bundle import resolve_run_dir
+    from ..modeling.twin import check_runtime
 
     check_batch(batch)
     check_tta(tta)
+    check_runtime(runtime)
     if group_by is not None:
         check_group_spec(group_by)
     data_path = Path(data)
@@ -57,7 +62,7 @@ def evaluate(data: PathLike, *, model: PathLike = DEFAULT_MODEL, tta: int = 1,
         ensure_writable_dir(Path(out))  # before the work, not after it
     items = list(map_items(mapping))
     ev = run_evaluate(data_path, Path(model), batch, group_by, items, ignore_unknown, tta,
-                      reporter=reporter, all_classes=all_classes)
+                      reporter=reporter, all_classes=all_classes, runtime=runtime)
     ev.metrics.update({"data": str(data_path.resolve()), "model": str(model_path),
                        "mapping": items, "tta": tta > 1, "tta_views": tta})
     if out is not None:
@@ -67,9 +72,14 @@ def evaluate(data: PathLike, *, model: PathLike = DEFAULT_MODEL, tta: int = 1,
     return ev
 
 
-def load_model(path: PathLike = DEFAULT_MODEL) -> Bundle:
+def load_model(path: PathLike = DEFAULT_MODEL, *, runtime: str = "keras",
+               reporter: Reporter = SILENT) -> Bundle:
     """Load a run, runs/latest, cv ensemble, .keras file, exported artefact or shipped model.
 
+    Args:
+        runtime: "keras" (what `explain` needs), or "auto": the run's TensorFlow-free
+            twin when it is fresh (no TensorFlow import), else Keras, the reason sent to
+            `reporter`.
     Returns:
         Bundle: `.model` (raw 0-255 RGB batches in, softmax out), `.classes`, `.img_size`,
         `.meta`; pass it to `predict(model=...)` to load once and predict many times.
@@ -79,16 +89,18 @@ def load_model(path: PathLike = DEFAULT_MODEL) -> Bundle:
     from ..modeling.bundle import load_bundle, resolve_run_dir
 
     resolve_run_dir(Path(path))
-    return load_bundle(Path(path))
+    return load_bundle(Path(path), runtime, reporter)
 
 
 def predict(paths: Paths, *, model: PathLike | Bundle = DEFAULT_MODEL, tta: int = 1,
-            batch: int = INFER_BATCH, reporter: Reporter = SILENT) -> pd.DataFrame:
+            batch: int = INFER_BATCH, runtime: str = "auto",
+            reporter: Reporter = SILENT) -> pd.DataFrame:
     """Classify image files, folders and globs.
 
     Args:
         paths: one or several files, folders or globs.
         model: what `load_model` takes, or a Bundle it returned (loaded once).
+        runtime: "auto" (the run's TensorFlow-free twin when it is fresh) or "keras".
     Returns:
         One row per image, in input order: path, predicted, confidence, prob_<CLASS> per
         class of the model, and error (None; for an unreadable file its reason, with
@@ -101,9 +113,11 @@ def predict(paths: Paths, *, model: PathLike | Bundle = DEFAULT_MODEL, tta: int 
     from ..evaluation.predict import collect_images, predict_paths
     from ..modeling.augment import check_tta
     from ..modeling.bundle import Bundle, resolve_run_dir
+    from ..modeling.twin import check_runtime
 
     check_batch(batch)
     check_tta(tta)
+    check_runtime(runtime)
     items = as_list(paths)
     if not items:
         raise LeukoError("give at least one image file, folder or glob")
@@ -112,7 +126,7 @@ def predict(paths: Paths, *, model: PathLike | Bundle = DEFAULT_MODEL, tta: int 
     else:
         resolve_run_dir(Path(model))  # fail fast, before scanning, when there is no model
         collected = collect_images(items)
-        bundle = load_model(model)
+        bundle = load_model(model, runtime=runtime, reporter=reporter)
     result = predict_paths(items, bundle, batch, collected=collected, tta=tta,
                            reporter=reporter)
     probs = [f"prob_{c}" for c in result.classes]

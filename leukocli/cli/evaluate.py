@@ -14,6 +14,11 @@ from .app import command
 from .console import RichReporter, console, info
 from .options import INFER_BATCH, InferBatch, Tta, model_or_shipped
 
+# evaluate's and predict's --runtime (modeling.twin.check_runtime checks it)
+Runtime = Annotated[str, typer.Option(
+    help="auto: the run's TensorFlow-free twin (model.tflite, no TensorFlow start-up) when "
+         "it matches model.keras, else Keras; keras: always Keras.")]
+
 
 @command()
 def evaluate(
@@ -48,6 +53,7 @@ def evaluate(
                            "also those the data does not hold (default: the model chooses "
                            "among the data's classes).")
     ] = False,
+    runtime: Runtime = "auto",
 ) -> None:
     """Evaluate a trained model: accuracy with CI, per-class report, confusion matrix.
 
@@ -55,11 +61,13 @@ def evaluate(
     out (the outputs are still written); 2 for bad input.
     """
     from ..evaluation.evaluate import evaluate, write_outputs
+    from ..modeling.twin import check_runtime
 
+    runtime = check_runtime(runtime)
     model = model_or_shipped(model)
     data_path, model_path, target = _check(data, model, out, batch, group_by, tta)
     ev = evaluate(data_path, model, batch, group_by, map_ or [], ignore_unknown, tta,
-                  reporter=RichReporter(), all_classes=all_classes)
+                  reporter=RichReporter(), all_classes=all_classes, runtime=runtime)
     ev.metrics.update({"data": str(data_path.resolve()), "model": str(model_path),
                        "mapping": list(map_ or []), "tta": tta > 1, "tta_views": tta})
     title = f"{data_path.name}: accuracy {100 * ev.metrics['accuracy']:.1f}% (n={ev.metrics['n']})"

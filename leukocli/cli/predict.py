@@ -14,6 +14,7 @@ from rich.text import Text
 from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
 from .console import RichReporter, console, err_console
+from .evaluate import Runtime
 from .options import INFER_BATCH, InferBatch, Tta, model_or_shipped
 
 if TYPE_CHECKING:
@@ -35,27 +36,20 @@ def predict(
     tta: Tta = 1,
     explain: Annotated[
         Path | None,
-        typer.Option(help="Also write a Grad-CAM heatmap PNG per image into this folder."),
+        typer.Option(help="Also write a Grad-CAM heatmap PNG per image into this folder "
+                          "(through Keras)."),
     ] = None,
+    runtime: Runtime = "auto",
 ) -> None:
     """Classify images with a trained model.
 
     Exit codes: 0 when every input was classified; 1 when some were unreadable (they are
     listed on stderr, or as {path, error} objects in --format json); 2 for bad input.
     """
-    from ..evaluation.predict import FORMATS, collect_images, predict_paths
-    from ..modeling.augment import check_tta
+    from ..evaluation.predict import collect_images, predict_paths
     from ..modeling.bundle import resolve_run_dir
 
-    fmt = fmt.lower().strip()
-    if fmt not in FORMATS:
-        raise LeukoError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
-    if top_k < 1:
-        raise LeukoError(f"--top-k must be at least 1 (got {top_k})")
-    check_batch(batch)
-    check_tta(tta)
-    if not paths:
-        raise LeukoError("give at least one image file, folder or glob")
+    fmt, runtime = _check(paths, top_k, fmt, batch, tta, runtime)
     model = model_or_shipped(model)
     resolve_run_dir(model)  # fail fast, before scanning, when there is no model at all
     if explain is not None:
@@ -65,7 +59,8 @@ def predict(
     collected = collect_images(paths)
     from ..modeling.bundle import load_bundle
 
-    bundle = load_bundle(model)
+    # Grad-CAM needs Keras's gradients; otherwise the twin answers when it is fresh
+    bundle = load_bundle(model, "keras" if explain is not None else runtime, RichReporter())
     if explain is not None:
         from ..evaluation.explain import require_gradients
 
@@ -79,6 +74,26 @@ def predict(
                       reporter=RichReporter())
         err_console.print(f"Grad-CAM heatmaps in {explain}", soft_wrap=True)
     show(result, min(top_k, bundle.n_classes), fmt)
+
+
+def _check(paths: list[str], top_k: int, fmt: str, batch: int, tta: int, runtime: str
+           ) -> tuple[str, str]:
+    """Every option check before any work: (format, runtime) as given, normalised."""
+    from ..evaluation.predict import FORMATS
+    from ..modeling.augment import check_tta
+    from ..modeling.twin import check_runtime
+
+    runtime = check_runtime(runtime)
+    fmt = fmt.lower().strip()
+    if fmt not in FORMATS:
+        raise LeukoError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    if top_k < 1:
+        raise LeukoError(f"--top-k must be at least 1 (got {top_k})")
+    check_batch(batch)
+    check_tta(tta)
+    if not paths:
+        raise LeukoError("give at least one image file, folder or glob")
+    return fmt, runtime
 
 
 def show(result: PredictResult, k: int, fmt: str) -> None:

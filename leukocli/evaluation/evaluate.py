@@ -141,6 +141,7 @@ def evaluate(
     tta: int = 1,
     reporter: Reporter = SILENT,
     all_classes: bool = False,
+    runtime: str = "keras",
 ) -> Evaluation:
     """Scan `data`, check its classes against the model's, predict, compute all metrics.
 
@@ -148,6 +149,7 @@ def evaluate(
     they cost no TensorFlow start-up. When the data holds only some of the model's
     classes (4 cell types for an 8-class model), the model chooses among those, as a
     lab's 4-class differential would (`all_classes` lets every class compete).
+    `runtime` "auto" answers through the run's fresh TensorFlow-free twin (load_bundle).
     """
     ds = scan(data, check="decode", reporter=reporter)
     if ds.problems:
@@ -162,7 +164,7 @@ def evaluate(
     all_groups = _groups_for(ds, group_by, reporter)
     records = [ds.records[i] for i in keep]
     groups = [all_groups[i] for i in keep] if all_groups is not None else None
-    bundle = load_bundle(model)
+    bundle = load_bundle(model, runtime, reporter)
     index = {c: i for i, c in enumerate(classes)}
     y_true = np.array([index[lab] for lab in labels], dtype=int)
     probs = predict_probs(

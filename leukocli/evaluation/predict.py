@@ -83,15 +83,24 @@ def _tf_batches(bundle: Bundle, paths: Sequence[Path | str], batch: int, tta: in
 
 def _numpy_batches(bundle: Bundle, paths: Sequence[Path | str], batch: int, tta: int
                    ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Batches read with Pillow, the next one read while the model runs on this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..modeling.runtimes import load_images, tta_views_np
 
-    for a in range(0, len(paths), batch):
-        try:
-            x = load_images(paths[a : a + batch], bundle.img_size)
-        except OSError as exc:
-            raise LeukoError(f"could not read an image among items {a + 1}-"
-                             f"{min(a + batch, len(paths))} ({exc})") from None
-        yield x, (tta_views_np(x, tta) if tta > 1 else [x])
+    starts = list(range(0, len(paths), batch))
+    with ThreadPoolExecutor(1) as ahead:
+        pending = ahead.submit(load_images, paths[:batch], bundle.img_size)
+        for a in starts:
+            try:
+                x = pending.result()
+            except OSError as exc:
+                raise LeukoError(f"could not read an image among items {a + 1}-"
+                                 f"{min(a + batch, len(paths))} ({exc})") from None
+            if a + batch < len(paths):
+                pending = ahead.submit(load_images, paths[a + batch : a + 2 * batch],
+                                       bundle.img_size)
+            yield x, (tta_views_np(x, tta) if tta > 1 else [x])
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._util.files import atomic_write, atomic_write_json, os_error_message, read_json_object
+from .._util.progress import SILENT, Reporter
 from ..errors import LeukoError, first_line
 
 if TYPE_CHECKING:  # keras (and TensorFlow) load only when a model is really needed
@@ -49,12 +50,12 @@ class Bundle:
         return len(self.classes)
 
 
-def save_bundle(run_dir: Path, model: keras.Model, meta: dict[str, Any]) -> None:
-    """Write run_dir/model.keras and run_dir/leuko.json, each replaced atomically.
-
-    A failed save (a full disk, say) leaves the earlier model.keras in place, removes
-    its temporary file and raises one line that says what to free.
-    """
+def save_bundle(run_dir: Path, model: keras.Model, meta: dict[str, Any],
+                twin: bool = True) -> str | None:
+    """Write run_dir/model.keras, its TensorFlow-free twin model.tflite (modeling.twin;
+    training asks for it once, at the end) and leuko.json, each replaced atomically.
+    Returns why the twin could not be made, or None. A failed save (a full disk, say)
+    leaves the earlier model.keras in place and raises one line saying what to free."""
     run_dir = Path(run_dir)
     if "classes" not in meta or not list(meta["classes"]):
         raise ValueError("bundle metadata needs a non-empty 'classes' list")
@@ -73,7 +74,17 @@ def save_bundle(run_dir: Path, model: keras.Model, meta: dict[str, Any]) -> None
     except OSError as exc:
         raise LeukoError(os_error_message(exc, run_dir, "create")) from None
     atomic_write(run_dir / MODEL_FILE, lambda tmp: _save_keras(model, tmp))
-    atomic_write_json(run_dir / META_FILE, full)
+    from .twin import TWIN_KEY, drop_twin, write_twin
+
+    drop_twin(run_dir, full)
+    try:
+        if twin:
+            full[TWIN_KEY] = write_twin(run_dir, model)
+    except LeukoError as exc:
+        return str(exc)
+    finally:
+        atomic_write_json(run_dir / META_FILE, full)
+    return None
 
 
 def _save_keras(model: keras.Model, tmp: Path) -> None:
@@ -300,11 +311,20 @@ def write_ensemble(run_dir: Path, members: list[str], meta: dict[str, Any]) -> N
     atomic_write_json(run_dir / META_FILE, {**meta, ENSEMBLE_KEY: list(members)})
 
 
-def _load_ensemble(run_dir: Path, members: list[Path]) -> Bundle:
-    """One Keras model averaging the members' softmax outputs (they share classes and size)."""
+def _load_ensemble(run_dir: Path, members: list[Path], auto: bool = False,
+                   reporter: Reporter = SILENT) -> Bundle:
+    """One model averaging the members' softmax outputs (they share classes and size): their
+    twins when `auto` and all are fresh, else Keras."""
+    meta = read_json_object(run_dir / META_FILE, "ensemble metadata")
+    if auto:
+        from .twin import ensemble_twin
+
+        twin = ensemble_twin(run_dir, members, meta)
+        if isinstance(twin, Bundle):
+            return twin
+        reporter.warn(f"{twin}; using Keras")
     from .._tf import keras
 
-    meta = read_json_object(run_dir / META_FILE, "ensemble metadata")
     parts = [load_bundle(m) for m in members]
     classes, size = [str(c) for c in meta["classes"]], tuple(int(v) for v in meta["img_size"])
     for m, b in zip(members, parts, strict=True):
@@ -340,10 +360,15 @@ def read_run_meta(meta_path: Path, model_path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_bundle(path: Path) -> Bundle:
+def load_bundle(path: Path, runtime: str = "keras", reporter: Reporter = SILENT) -> Bundle:
     """Load a run directory, `runs/latest`, a .keras file with leuko.json beside it, or an
-    ensemble run (leuko cv), which becomes one model averaging its members."""
+    ensemble run (leuko cv), which becomes one model averaging its members. `runtime`
+    "auto" takes the run's TensorFlow-free twin when it is fresh (modeling.twin), else
+    Keras, saying why through `reporter`; "keras" is for Grad-CAM and training."""
     from .runtimes import exported_kind, load_runtime, read_card
+    from .twin import check_runtime, twin_bundle
+
+    auto = check_runtime(runtime) == "auto"
 
     p = resolve_run_dir(Path(path))
     kind = exported_kind(p)
@@ -355,11 +380,16 @@ def load_bundle(path: Path) -> Bundle:
                       None, kind)
     members = ensemble_members(p)
     if members is not None:
-        return _load_ensemble(p, members)
+        return _load_ensemble(p, members, auto, reporter)
     model_path, meta_path, run_dir = locate(p)
     if not zipfile.is_zipfile(model_path):
         raise LeukoError(f"{model_path} is not a Keras model file (a .keras file is a zip archive)")
     meta = read_run_meta(meta_path, model_path)
+    if auto:
+        twin = twin_bundle(model_path, meta, run_dir)
+        if isinstance(twin, Bundle):
+            return twin
+        reporter.warn(f"{twin}; using Keras")
     model = _load_model(model_path)
     h, w = (int(v) for v in meta["img_size"])
     classes = [str(c) for c in meta["classes"]]

@@ -102,6 +102,18 @@ def export_run(model_arg: Path, fmt: str, quantize: str = "none",
     return {**card, "path": str(target)}
 
 
+def write_litert(model: keras.Model, target: Path) -> None:
+    """`model` as a float32 LiteRT file at `target` (replaced whole): a run's
+    TensorFlow-free twin (modeling.twin), made by the same exporter as `leuko export`.
+    Float32 even while a mixed-precision run sets the global policy (training's end)."""
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        _export(float32_model(model), "litert", "none", Path(target), {})
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def _export(model: keras.Model, fmt: str, quantize: str, target: Path,
             card: dict[str, Any]) -> None:
     """Write the artefact through a temporary name, so a failure leaves nothing behind."""

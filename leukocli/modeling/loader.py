@@ -34,13 +34,20 @@ def _needs_pillow_np(path: np.ndarray) -> np.bool_:
 
 
 def decode_image(path: tf.Tensor, pillow: tf.Tensor | bool = False) -> tf.Tensor:
-    """Read and decode one image file to a uint8 (h, w, 3) tensor (JPEG/PNG/BMP/GIF/TIFF);
-    `pillow` (data.images.needs_pillow) routes it through the same reading as the rest of
-    leuko."""
+    """Read and decode one image file to a uint8 (h, w, 3) tensor (JPEG/PNG/BMP/GIF/TIFF),
+    the same pixels Pillow gives; `pillow` (data.images.needs_pillow) routes it through
+    the same reading as the rest of leuko."""
     data = tf.io.read_file(path)
 
     def _tf_decode() -> tf.Tensor:
-        img = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+        # JPEG with the accurate integer DCT, as Pillow (and so the TensorFlow-free
+        # runtimes) decodes it; TensorFlow's default fast DCT differs by up to 5 levels
+        img = tf.cond(
+            tf.io.is_jpeg(data),
+            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(data, channels=3, expand_animations=False,
+                                       dtype=tf.uint8),
+        )
         return tf.ensure_shape(img, [None, None, 3])
 
     def _pil_decode() -> tf.Tensor:

@@ -11,7 +11,11 @@ from __future__ import annotations
 import importlib
 import json
 import math
-from collections.abc import Sequence
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +113,8 @@ class LiteRTModel:
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] != self.batch:
             self.interpreter.resize_tensor_input(self.input, list(x.shape))
-            self.interpreter.allocate_tensors()
+            with quiet_native_log():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interpreter.allocate_tensors()
             self.batch = x.shape[0]
         self.interpreter.set_tensor(self.input, np.ascontiguousarray(x, np.float32))
         self.interpreter.invoke()
@@ -140,6 +145,34 @@ class SavedModelModel:
         return np.asarray(out, dtype=np.float32)
 
 
+_XNNPACK_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+
+
+@contextmanager
+def quiet_native_log() -> Iterator[None]:
+    """Hold back LiteRT's one start-up notice ("INFO: Created TensorFlow Lite XNNPACK
+    delegate for CPU.", written by its C++ to file descriptor 2 once a process): it would
+    stand among leuko's lines and in a library caller's stderr. Whatever else reaches
+    descriptor 2 meanwhile is passed on as it was (all of it with LEUKO_TF_VERBOSE=1)."""
+    if os.environ.get("LEUKO_TF_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            rest = captured.read().replace(_XNNPACK_NOTICE, b"")
+            if rest:
+                sys.stderr.flush()
+                os.write(2, rest)
+
+
 def load_runtime(path: Path, kind: str, img_size: tuple[int, int], n_classes: int) -> Any:
     """The artefact's runtime, its input and output shapes checked against its card."""
     runtime = {"onnx": OnnxModel, "litert": LiteRTModel, "savedmodel": SavedModelModel}[kind]
@@ -163,23 +196,79 @@ def _import(kind: str, path: Path) -> Any:
 
 # --------------------------------------------------------------------------- images
 def load_images(paths: Sequence[Path | str], size: tuple[int, int]) -> np.ndarray:
-    """float32 RGB 0-255 batches fitted into `size` with Pillow, as modeling.loader does:
-    aspect kept (antialiased bilinear), black bars where the shapes differ."""
-    from PIL import Image
+    """float32 RGB 0-255 batches fitted into `size`, the pixels modeling.loader gives:
+    Pillow decodes (as TensorFlow's accurate JPEG decoder does), and the aspect-keeping
+    antialiased bilinear resize with black bars is tf.image.resize_with_pad's, in numpy."""
+    out = np.zeros((len(paths), size[0], size[1], 3), dtype=np.float32)
+    if len(paths) < 2:
+        for i, p in enumerate(paths):
+            _fit_into(out[i], p)
+        return out
+    from concurrent.futures import ThreadPoolExecutor
 
-    h, w = size
-    out = np.zeros((len(paths), h, w, 3), dtype=np.float32)
-    for i, p in enumerate(paths):
-        rgb = open_rgb(p)
-        if rgb.size == (w, h):
-            out[i] = np.asarray(rgb, dtype=np.float32)
-            continue
-        ratio = max(rgb.width / w, rgb.height / h)
-        rw, rh = int(rgb.width / ratio), int(rgb.height / ratio)
-        top, left = (h - rh) // 2, (w - rw) // 2
-        small = rgb.resize((rw, rh), Image.Resampling.BILINEAR)
-        out[i, top : top + rh, left : left + rw] = np.asarray(small, dtype=np.float32)
+    from .._util.parallel import workers
+
+    # Pillow's decoder and numpy's arithmetic let go of the GIL: images decode side by side
+    with ThreadPoolExecutor(min(workers(), len(paths))) as pool:
+        list(pool.map(_fit_into, out, paths))
     return out
+
+
+def _fit_into(frame: np.ndarray, path: Path | str) -> None:
+    """Decode one image into `frame` (h, w, 3): as it is, or fitted with black bars."""
+    h, w = frame.shape[:2]
+    rgb = np.asarray(open_rgb(path), dtype=np.float32)
+    if rgb.shape[:2] == (h, w):
+        frame[:] = rgb
+        return
+    (rh, rw), (top, left) = _pad_geometry(rgb.shape[0], rgb.shape[1], h, w)
+    frame[top : top + rh, left : left + rw] = _resize_axis(_resize_axis(rgb, rw, axis=1),
+                                                           rh, axis=0)
+
+
+def _pad_geometry(height: int, width: int, th: int, tw: int
+                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """resize_with_pad's (resized size, top-left offset), in its float32 arithmetic."""
+    f32 = np.float32
+    ratio = max(f32(width) / f32(tw), f32(height) / f32(th))
+    rh_f, rw_f = f32(height) / ratio, f32(width) / ratio
+    top = max(0, int(np.floor((f32(th) - rh_f) / f32(2))))
+    left = max(0, int(np.floor((f32(tw) - rw_f) / f32(2))))
+    return (int(np.floor(rh_f)), int(np.floor(rw_f))), (top, left)
+
+
+def _resize_axis(image: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """One axis of TensorFlow's antialiased bilinear resize (ScaleAndTranslate, triangle):
+    each output a weighted sum over its short span of inputs, as TensorFlow gathers them
+    (a dense matrix product would be no closer, and BLAS threads make it slower)."""
+    n_in = image.shape[axis]
+    starts, weights = _triangle_spans(n_in, n_out)
+    shape = [1] * image.ndim
+    shape[axis] = n_out
+    out = np.zeros([n_out if i == axis else d for i, d in enumerate(image.shape)], np.float32)
+    for k in range(weights.shape[1]):
+        picked = np.take(image, np.minimum(starts + k, n_in - 1), axis=axis)  # past a
+        out += weights[:, k].reshape(shape) * picked  # span's end the weight is 0
+    return out
+
+
+def _triangle_spans(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first input of each output, (n_out, span) weights) as TensorFlow's ComputeSpans
+    makes them, in float32: half-pixel centres, the kernel widened by the scale when
+    shrinking, each output's weights summing to 1."""
+    f32 = np.float32
+    inv_scale = f32(1.0) / (f32(n_out) / f32(n_in))
+    kernel_scale = max(inv_scale, f32(1.0))
+    span = min(2 * math.ceil(kernel_scale) + 1, n_in)
+    sample = (np.arange(n_out, dtype=f32) + f32(0.5)) * inv_scale
+    start = np.clip(np.ceil(sample - kernel_scale - f32(0.5)), 0, n_in - 1).astype(int)
+    end = np.clip(np.floor(sample + kernel_scale - f32(0.5)), 0, n_in - 1).astype(int) + 1
+    source = (start[:, None] + np.arange(span)[None, :]).astype(f32)
+    pos = np.abs((source + f32(0.5) - sample[:, None]) * (f32(1.0) / kernel_scale))
+    weights = np.maximum(f32(0.0), f32(1.0) - pos).astype(f32)
+    weights[np.arange(span)[None, :] >= (end - start)[:, None]] = 0.0
+    total = weights.sum(axis=1, keepdims=True, dtype=f32)
+    return start, np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
 
 
 def tta_views_np(images: np.ndarray, n: int) -> list[np.ndarray]:

@@ -355,7 +355,8 @@ def _finish(fit: _Fit, interrupted: bool, reporter: Reporter) -> None:
         run.meta["status"] = "finished"
         if run.meta.get("best") is None:
             run.save_model(fit.model)  # no finite val_loss ever: keep the last model
-        run.write_meta()
+        run.write_meta()  # finished before the twin: a Ctrl-C during it loses no run
+        run.write_twin()
         fit.phase1_end.unlink(missing_ok=True)
         try:
             (run.dir / CHECKPOINT_DIR).rmdir()

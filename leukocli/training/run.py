@@ -21,6 +21,7 @@ from .._util.progress import SILENT, Reporter
 from ..data.dataset import Dataset, parse_map, relabel, scan
 from ..errors import LeukoError
 from ..modeling.bundle import META_FILE, point_latest, resolve_run_dir, save_bundle
+from ..modeling.twin import TWIN_KEY
 from .options import NO_VAL, TrainOptions, has_val
 
 if TYPE_CHECKING:
@@ -119,14 +120,31 @@ class RunFolder:
         atomic_write_json(self.dir / META_FILE, self.meta)
 
     def save_model(self, model: keras.Model) -> None:
-        """Save the kept model; the first save of a run points `latest` at it."""
+        """Save the kept model; the first save of a run points `latest` at it.
+
+        Without its twin: converting costs seconds (modeling.twin), so `write_twin` makes
+        it once, when the run is finished, not at every kept epoch.
+        """
         self._touch_wall()
-        save_bundle(self.dir, model, self.meta)
+        save_bundle(self.dir, model, self.meta, twin=False)  # drops a twin made earlier
+        self.meta.pop(TWIN_KEY, None)
         if not self._pointed:
             self._pointed = True
             self.latest_note = point_latest(self.dir)
             if self.latest_note:
                 self.reporter.warn(self.latest_note)
+
+    def write_twin(self) -> None:
+        """Make the kept model's TensorFlow-free twin and record it; a converter failure is
+        one warning (predict then uses Keras), never a lost run."""
+        from ..modeling.twin import write_twin
+
+        try:
+            self.meta[TWIN_KEY] = write_twin(self.dir)
+        except LeukoError as exc:
+            self.reporter.warn(f"no TensorFlow-free twin for {self.dir} ({exc}); predict "
+                               "will load Keras")
+        self.write_meta()
 
     def append_history(self, row: dict[str, Any]) -> None:
         new = not self.history_path.exists()
