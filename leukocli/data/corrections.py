@@ -176,7 +176,7 @@ def relabel_images(ds: Dataset, corrections: Sequence[Correction]) -> Relabelled
         changed += int(label != r.label)
         records.append(Record(r.path, label, r.rel, r.group, r.extra))
     classes = sorted({r.label for r in records})
-    data = Dataset(ds.root, ds.source, ds.kind, records, ds.problems, classes)
+    data = Dataset(ds.root, ds.source, ds.layout, records, ds.problems, classes)
     return Relabelled(data, changed, excluded, unmatched)
 
 

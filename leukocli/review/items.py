@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .._util.files import read_json_object
 from ..data.corrections import SPECIAL
-from ..errors import LeukoError
+from ..errors import LeukoError, first_line
 
 CELLS_FILE, AUDIT_FILE, COUNTS_FILE = "cells.csv", "audit.csv", "counts.json"
 MAX_ROWS = 200_000  # a page of more cells than this is no review; bigger files are not ours
@@ -85,7 +85,7 @@ def _rows(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise LeukoError(f"{path} is not readable ({exc})".splitlines()[0]) from None
+        raise LeukoError(f"{path} is not readable ({first_line(exc)})") from None
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
