@@ -9,14 +9,17 @@ import typer
 
 from .app import command
 from .console import console, info
-from .options import model_or_shipped
+from .options import ModelOption, model_or_shipped, which_model
 
 
 @command()
 def export(
-    model: Annotated[
-        Path, typer.Argument(help="Run directory, cv run or .keras file (default runs/latest).")
-    ] = Path("runs/latest"),
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="Run directory, cv run or .keras file (default runs/latest).",
+                       show_default=False),
+    ] = None,
+    model_: ModelOption = None,
     fmt: Annotated[
         str, typer.Option("--format", help="savedmodel, onnx or litert (TensorFlow Lite).")
     ] = "onnx",
@@ -41,7 +44,7 @@ def export(
     from ..modeling.export import card_path, check_export_options
 
     check_export_options(fmt, quantize)
-    model = model_or_shipped(model)
+    model = model_or_shipped(which_model(run, model_))
     resolve_run_dir(model)  # fail fast, before TensorFlow loads, when there is no model
     from ..modeling.export import export_run
 

@@ -287,6 +287,20 @@ def with_train_options(*, without: tuple[str, ...] = ()) -> Callable[[F], F]:
 
 
 DEFAULT_MODEL = Path("runs/latest")
+# Which model, by the name every other command uses; a command whose model was a positional
+# RUN argument takes both spellings, once.
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", help="The same as RUN (the name other commands use).")
+]
+
+
+def which_model(argument: Path | None, option: Path | None) -> Path:
+    """RUN or --model, whichever was given (runs/latest when neither); both is refused."""
+    if argument is not None and option is not None and argument != option:
+        from ..errors import LeukoError
+
+        raise LeukoError(f"give the model once: RUN {argument} or --model {option}")
+    return option or argument or DEFAULT_MODEL
 SHIPPED_DEFAULT = "wbc"  # leuko's shipped classifier, used when no run exists here
 
 

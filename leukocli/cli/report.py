@@ -9,13 +9,16 @@ import typer
 
 from .app import command
 from .console import RichReporter, console
+from .options import ModelOption, which_model
 
 
 @command()
 def report(
     run: Annotated[
-        Path, typer.Argument(help="Run or cv run folder (default runs/latest).")
-    ] = Path("runs/latest"),
+        Path | None,
+        typer.Argument(help="Run or cv run folder (default runs/latest).", show_default=False),
+    ] = None,
+    model: ModelOption = None,
     data: Annotated[
         Path | None,
         typer.Option(help="Evaluate on this manifest or folder (default: a cv run's "
@@ -35,6 +38,7 @@ def report(
     from ..evaluation.report import build
     from ..modeling.bundle import resolve_run_dir
 
+    run = which_model(run, model)
     folder = resolve_run_dir(run)
     target = out if out is not None else folder / "report.html"
     ensure_writable_dir(target.parent)
