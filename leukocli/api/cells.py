@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def count(paths: Paths, *, model: PathLike | Bundle | None = DEFAULT_MODEL,
           out: PathLike | None = None, cell_size: float = 0.4, evaluate: bool = False,
-          corrections: PathLike | None = None, reporter: Reporter = SILENT) -> CountResult:
+          corrections: PathLike | None = None, runtime: str = "auto",
+          reporter: Reporter = SILENT) -> CountResult:
     """Find every white cell in whole-field smear photos, classify each, and count.
 
     As `leuko count`, through the same core (`run_count`): the same cells and figures,
@@ -35,6 +36,8 @@ def count(paths: Paths, *, model: PathLike | Bundle | None = DEFAULT_MODEL,
             detection precision and recall at IoU 0.5, class accuracy where named.
         corrections: a corrections CSV saved by the `review` page: the cells a person
             reclassified count in the person's class; `.corrections` says how many.
+        runtime: "auto" classifies with the model's TensorFlow-free twin when it is
+            fresh (the same probabilities within 1e-4), "keras" always with Keras.
     Returns:
         CountResult: `.cells` (photo, box, confidence, label, probability), `.summary`
         (classes, per photo and total counts and percentages), `.evaluation` (None
@@ -49,7 +52,7 @@ def count(paths: Paths, *, model: PathLike | Bundle | None = DEFAULT_MODEL,
 
     return run_count(as_list(paths), model=model, out=None if out is None else Path(out),
                      cell_size=cell_size, evaluate=evaluate, corrections=corrections,
-                     reporter=reporter)
+                     runtime=runtime, reporter=reporter)
 
 
 def review(source: PathLike, *, out: PathLike | None = None, top: int = 0,

@@ -13,7 +13,7 @@ from rich.table import Table
 from ..errors import EXIT_PARTIAL, LeukoError
 from .app import command
 from .console import RichReporter, console, info, warn
-from .options import TABLE_JSON, TableOrJson, check_format, model_or_shipped
+from .options import TABLE_JSON, Runtime, TableOrJson, check_format, model_or_shipped
 
 
 @command()
@@ -38,6 +38,7 @@ def count(
                                     "photos): detection precision and recall at IoU 0.5, "
                                     "and class accuracy where boxes are named."),
     ] = False,
+    runtime: Runtime = "auto",
     corrections: Annotated[
         Path | None,
         typer.Option(help="A corrections CSV saved by `leuko review`: each cell a person "
@@ -57,7 +58,7 @@ def count(
     check_cell_size(cell_size)
     bundle = None if model.strip().lower() == "none" else model_or_shipped(model)
     result = run_count(paths, model=bundle, out=out, cell_size=cell_size, evaluate=evaluate,
-                       corrections=corrections, reporter=RichReporter())
+                       corrections=corrections, runtime=runtime, reporter=RichReporter())
     if fmt == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:

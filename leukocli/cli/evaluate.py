@@ -12,12 +12,7 @@ from rich.table import Table
 from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
 from .console import RichReporter, console, info
-from .options import INFER_BATCH, InferBatch, Tta, model_or_shipped
-
-# evaluate's and predict's --runtime (modeling.twin.check_runtime checks it)
-Runtime = Annotated[str, typer.Option(
-    help="auto: the run's TensorFlow-free twin (model.tflite, no TensorFlow start-up) when "
-         "it matches model.keras, else Keras; keras: always Keras.")]
+from .options import INFER_BATCH, InferBatch, Runtime, Tta, model_or_shipped
 
 
 @command()

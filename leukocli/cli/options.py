@@ -65,6 +65,10 @@ TTA_HELP = ("Test-time augmentation: average over N views (flips, 12/24 degree t
             "quarter turns, 5% shifts, in that order); 1 = off, at most 20.")
 Tta = Annotated[int, typer.Option(help=TTA_HELP)]
 InferBatch = Annotated[int, typer.Option(help="Batch size.")]
+# predict's, evaluate's and count's --runtime (modeling.twin.check_runtime checks it)
+Runtime = Annotated[str, typer.Option(
+    help="auto: the run's TensorFlow-free twin (model.tflite, no TensorFlow start-up) when "
+         "it matches model.keras, else Keras; keras: always Keras.")]
 D = TrainOptions()
 _CPU = RECIPES["cpu"]
 

@@ -14,8 +14,7 @@ from rich.text import Text
 from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
 from .console import RichReporter, console, err_console
-from .evaluate import Runtime
-from .options import INFER_BATCH, InferBatch, Tta, model_or_shipped
+from .options import INFER_BATCH, InferBatch, Runtime, Tta, model_or_shipped
 
 if TYPE_CHECKING:
     from ..evaluation.predict import PredictResult

@@ -50,14 +50,15 @@ def check_cell_size(cell_size: float) -> None:
 def run_count(paths: Sequence[str | os.PathLike[str]], *,
               model: Bundle | str | os.PathLike[str] | None, out: Path | None = None,
               cell_size: float = 0.4, evaluate: bool = False,
-              corrections: str | os.PathLike[str] | None = None, reporter: Reporter = SILENT
-              ) -> CountResult:
+              corrections: str | os.PathLike[str] | None = None, runtime: str = "auto",
+              reporter: Reporter = SILENT) -> CountResult:
     """Locate every white cell in the photos, classify each with `model` (None: locate
     only, every cell "WBC"), count per photo and in total, and score against Pascal VOC
     boxes when `evaluate`. With `corrections` (a file `leuko review` saved), each cell a
     person corrected counts in the person's class. With `out`, write cells.csv,
     counts.csv, counts.json and annotated/NAME.png there (checked before any photo is
-    counted).
+    counted). `runtime` "auto" classifies with the model's TensorFlow-free twin when it
+    is fresh, "keras" with Keras.
 
     Unreadable photos (and paths that are not images) are returned in `.unreadable`,
     not raised; LeukoError when none is readable, on bad options, a missing or malformed
@@ -65,15 +66,17 @@ def run_count(paths: Sequence[str | os.PathLike[str]], *,
     a cell this count did not find.
     """
     from ..evaluation.predict import collect_images
+    from ..modeling.twin import check_runtime
     from .locate import LocatorParams
     from .voc import check_annotations
 
     check_cell_size(cell_size)
+    runtime = check_runtime(runtime)
     photos, errors = collect_images([os.fspath(p) for p in paths])
     if evaluate:
         check_annotations(photos)
     photos = _readable(photos, errors, reporter)
-    bundle = _bundle(model)
+    bundle = _bundle(model, runtime, reporter)
     fixes = _corrections(corrections, bundle)
     if out is not None:
         from .._util.files import ensure_writable_dir
@@ -112,13 +115,16 @@ def _readable(photos: list[Path], errors: list[tuple[str, str]], reporter: Repor
     return good
 
 
-def _bundle(model: Bundle | str | os.PathLike[str] | None) -> Bundle | None:
+def _bundle(model: Bundle | str | os.PathLike[str] | None, runtime: str, reporter: Reporter
+            ) -> Bundle | None:
+    """The model by name: its TensorFlow-free twin when fresh (the same probabilities
+    within 1e-4), else Keras, said through `reporter`."""
     if model is None or isinstance(model, Bundle):
         return model
     from ..modeling.bundle import load_bundle, resolve_run_dir
 
     resolve_run_dir(Path(model))
-    return load_bundle(Path(model))
+    return load_bundle(Path(model), runtime, reporter)
 
 
 def _count(photos: list[Path], bundle: Bundle | None, params: Any, evaluate: bool,
