@@ -169,8 +169,9 @@ def test_count_returns_what_leuko_count_writes(tiny_run: tuple[Path, Path], tmp_
     assert result.unreadable == [] and result.classes == CLASSES
     assert len(result.cells) == sum(len(m["cells"]) for m in made) > 0
     assert result.evaluation is not None and result.evaluation["photos_evaluated"] == 4
-    # a Bundle loaded once, and out=: the very files leuko count wrote
-    again = lk.count([str(photos)], model=lk.load_model(run), evaluate=True,
+    # a Bundle loaded once (as the command loads it: the twin), and out=: the very files
+    # leuko count wrote
+    again = lk.count([str(photos)], model=lk.load_model(run, runtime="auto"), evaluate=True,
                      out=tmp_path / "lib")
     assert _leuko_output(capfd) == ("", "")
     assert _file_bytes(tmp_path / "lib") == _file_bytes(tmp_path / "cli")

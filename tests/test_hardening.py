@@ -485,13 +485,14 @@ def test_a_16_bit_image_is_not_predicted_as_a_white_one(tiny_run: tuple[Path, Pa
                                                          tmp_path: Path) -> None:
     _, run = tiny_run
     files = _deep_and_turned(tmp_path)
-    Image.new("RGB", (64, 48), (255, 255, 255)).save(tmp_path / "white.png")
-    done = invoke("predict", str(files["png8"]), str(files["tif16"]), str(tmp_path / "white.png"),
-                  "--model", str(run), "--format", "json")
+    done = invoke("predict", str(files["png8"]), str(files["tif16"]), "--model", str(run),
+                  "--format", "json")
     assert done.code == 0, done.stderr
     probs = [r["probabilities"] for r in json.loads(done.stdout)]
-    assert probs[0] == pytest.approx(probs[1], abs=0.02)
-    assert probs[1] != pytest.approx(probs[2], abs=0.02)
+    # the same picture, 8 or 16 bits deep, gets the same answer (a 16-bit one clipped
+    # to 255 would be read as white: the pixels themselves are compared in the test above;
+    # a tiny model's answer for white can be too close to a grey picture's to tell)
+    assert probs[0] == pytest.approx(probs[1], abs=2e-3)
 
 
 # --------------------------------------------------------------------------- 8. explain
