@@ -64,11 +64,10 @@ def _orb_of(im: np.ndarray) -> Features:
 
     gray = cv2.cvtColor(im, cv2.COLOR_BGR2GRAY)
     # Rotation/shift fill is black; its straight edges would match across every image.
-    # the brightest channel, by OpenCV: numpy's max over the channel axis of a (H, W, 3)
-    # image was 30x slower and 11% of a cold split (benchmarks/scaling.py's profile)
+    # The brightest channel by OpenCV: numpy's max over the channel axis of a (H, W, 3)
+    # image was 30x slower and 11% of a cold split (benchmarks/scaling.py's profile).
     brightest = cv2.max(cv2.max(im[:, :, 0], im[:, :, 1]), im[:, :, 2])
-    mask = (brightest > 20).astype(np.uint8) * 255
-    mask = cv2.erode(mask, np.ones((9, 9), np.uint8))
+    mask = cv2.erode((brightest > 20).astype(np.uint8) * 255, np.ones((9, 9), np.uint8))
     gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
     orb = cv2.ORB_create(  # type: ignore[attr-defined]
         nfeatures=N_FEATURES, fastThreshold=10
