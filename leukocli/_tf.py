@@ -13,34 +13,27 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 from ._tf_quiet import QUIET as _QUIET
+from ._util.stderr import Held, holding_fd2
 
 
 def _quiet_import() -> None:
     if ("tensorflow" in sys.modules or os.environ.get("LEUKO_TF_VERBOSE")
             or not _QUIET["on"]):
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
+    held = Held()
+    try:
+        with holding_fd2() as held:
             import keras  # noqa: F401
             import tensorflow
 
             tensorflow.config.list_physical_devices()  # the CUDA probe logs here
-        except KeyboardInterrupt:
-            raise  # Ctrl-C: the caller says so in one line; the chatter explains nothing
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    except KeyboardInterrupt:
+        raise  # Ctrl-C: the caller says so in one line; the chatter explains nothing
+    except BaseException:
+        sys.stderr.write(held.data.decode(errors="replace"))  # it explains the failure
+        raise
 
 
 _quiet_import()

@@ -93,6 +93,35 @@ def run_leuko(
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+@dataclass
+class FreshPredict:
+    """`leuko predict` run in a new interpreter: its outcome, what it printed, and whether
+    TensorFlow or Keras were imported on the way."""
+
+    code: int
+    tensorflow: bool
+    keras: bool
+    stdout: str  # the command's own output (the probe's last line removed)
+    stderr: str
+
+
+def predict_in_fresh_process(*args: str) -> FreshPredict:
+    """`leuko predict ARGS` in a new process, which then reports the modules it loaded."""
+    script = (
+        "import sys, json\n"
+        "from leukocli.cli import app\n"
+        f"code = app(['predict', *{list(args)!r}], standalone_mode=False) or 0\n"
+        "print(json.dumps([code, 'tensorflow' in sys.modules, 'keras' in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    lines = proc.stdout.strip().splitlines()
+    assert lines, proc.stderr[-2000:]
+    code, tf_loaded, keras_loaded = json.loads(lines[-1])
+    return FreshPredict(code, tf_loaded, keras_loaded,
+                        proc.stdout[: proc.stdout.rindex(lines[-1])], proc.stderr)
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """sha256 of every file under root (links as their target text): 'nothing changed'."""
     out: dict[str, str] = {}

@@ -4,13 +4,12 @@ the cell crop included, and ONNX/LiteRT runs of predict and evaluate without Ten
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke
+from conftest import invoke, predict_in_fresh_process
 
 from leukocli.data.synth import make_dataset
 
@@ -84,19 +83,11 @@ def test_predict_with_onnx_never_imports_tensorflow(crop_run: tuple[Path, Path, 
     out = tmp_path / "m.onnx"
     assert invoke("export", str(run), "--out", str(out)).code == 0
     image = sorted((root / "data").glob("*/*.jpeg"))[0]
-    script = (
-        "import sys, json\n"
-        "from leukocli.cli import app\n"
-        f"code = app(['predict', {str(image)!r}, '--model', {str(out)!r}, '--format', 'json',"
-        " '--tta', '4'], standalone_mode=False) or 0\n"
-        "print(json.dumps([code, 'tensorflow' in sys.modules, 'keras' in sys.modules]))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, check=False)
-    code, tf_loaded, keras_loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert code == 0, proc.stderr[-2000:]
-    assert not tf_loaded and not keras_loaded
-    predicted = json.loads(proc.stdout[: proc.stdout.rindex("[")])[0]
+    done = predict_in_fresh_process(str(image), "--model", str(out), "--format", "json",
+                                    "--tta", "4")
+    assert done.code == 0, done.stderr[-2000:]
+    assert not done.tensorflow and not done.keras
+    predicted = json.loads(done.stdout)[0]
     assert predicted["predicted"] in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 
 

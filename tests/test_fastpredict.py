@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke
+from conftest import invoke, predict_in_fresh_process
 
 from leukocli.data.synth import make_dataset
 
@@ -88,20 +87,11 @@ def test_predict_through_the_twin_imports_no_tensorflow(trained: tuple[Path, Pat
 
     data, run = trained
     image = _images(data)[0]
-    script = (
-        "import sys, json\n"
-        "from leukocli.cli import app\n"
-        f"code = app(['predict', {str(image)!r}, '--model', {str(run)!r}, '--format', 'json'],"
-        " standalone_mode=False) or 0\n"
-        "print(json.dumps([code, 'tensorflow' in sys.modules, 'keras' in sys.modules]))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, check=False)
-    code, tf_loaded, keras_loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert code == 0, proc.stderr[-2000:]
-    assert not tf_loaded and not keras_loaded
-    assert proc.stderr.strip() == "", proc.stderr  # no fallback line, no LiteRT chatter
-    shown = json.loads(proc.stdout[: proc.stdout.rindex("[")])[0]
+    done = predict_in_fresh_process(str(image), "--model", str(run), "--format", "json")
+    assert done.code == 0, done.stderr[-2000:]
+    assert not done.tensorflow and not done.keras
+    assert done.stderr.strip() == "", done.stderr  # no fallback line, no LiteRT chatter
+    shown = json.loads(done.stdout)[0]
     bundle = load_bundle(run)
     assert shown["predicted"] == bundle.classes[int(predict_probs(bundle, [image])[0].argmax())]
 

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,20 +156,17 @@ def quiet_native_log() -> Iterator[None]:
     if os.environ.get("LEUKO_TF_VERBOSE"):
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
+    from .._util.stderr import Held, holding_fd2
+
+    held = Held()
+    try:
+        with holding_fd2() as held:
             yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            rest = captured.read().replace(_XNNPACK_NOTICE, b"")
-            if rest:
-                sys.stderr.flush()
-                os.write(2, rest)
+    finally:
+        rest = held.data.replace(_XNNPACK_NOTICE, b"")
+        if rest:
+            sys.stderr.flush()
+            os.write(2, rest)
 
 
 def load_runtime(path: Path, kind: str, img_size: tuple[int, int], n_classes: int) -> Any:
