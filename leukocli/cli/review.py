@@ -52,5 +52,6 @@ def review(
                                      "cells": len(done.items), "classes": done.classes,
                                      "bytes": page.stat().st_size}, indent=2) + "\n")
         return
-    console.print(f"review: {page} ({len(done.items)} cells of a {done.kind}, {size:.1f} MB, "
+    what = {"count": "a count", "audit": "an audit", "predictions": "predictions"}[done.kind]
+    console.print(f"review: {page} ({len(done.items)} cells of {what}, {size:.1f} MB, "
                   "self-contained): open it in a browser", soft_wrap=True, highlight=False)
