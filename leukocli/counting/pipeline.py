@@ -82,12 +82,8 @@ def run_count(paths: Sequence[str | os.PathLike[str]], *,
         from .._util.files import ensure_writable_dir
 
         ensure_writable_dir(Path(out))
-    result = _count(photos, bundle, LocatorParams(cell=cell_size), evaluate, errors,
-                    reporter, fixes)
-    if out is not None:
-        readable = [p for p in photos if p not in {Path(u) for u, _ in result.unreadable}]
-        result.written = write_count(result, readable, Path(out), reporter)
-    return result
+    return _count(photos, bundle, LocatorParams(cell=cell_size), None if out is None
+                  else Path(out), evaluate, errors, reporter, fixes)
 
 
 def _corrections(path: str | os.PathLike[str] | None, bundle: Bundle | None
@@ -127,8 +123,8 @@ def _bundle(model: Bundle | str | os.PathLike[str] | None, runtime: str, reporte
     return load_bundle(Path(model), runtime, reporter)
 
 
-def _count(photos: list[Path], bundle: Bundle | None, params: Any, evaluate: bool,
-           errors: list[tuple[str, str]], reporter: Reporter,
+def _count(photos: list[Path], bundle: Bundle | None, params: Any, out: Path | None,
+           evaluate: bool, errors: list[tuple[str, str]], reporter: Reporter,
            fixes: tuple[str, list[Any]] | None) -> CountResult:
     from .corrected import apply_corrections, differential_classes
     from .count import count_photos, counts, evaluate_counts
@@ -143,9 +139,12 @@ def _count(photos: list[Path], bundle: Bundle | None, params: Any, evaluate: boo
         applied = apply_corrections(cells, fixes[1])
         cells, said = applied.cells, applied.to_dict(fixes[0])
         classes = differential_classes(classes, cells)
-    return CountResult(cells, counts(cells, readable, classes),
-                       evaluate_counts(cells, readable, classes) if evaluate else None,
-                       errors, corrections=said)
+    result = CountResult(cells, counts(cells, readable, classes),
+                         evaluate_counts(cells, readable, classes) if evaluate else None,
+                         errors, corrections=said)
+    if out is not None:
+        result.written = write_count(result, readable, out, reporter)
+    return result
 
 
 def write_count(result: CountResult, photos: Sequence[Path], out: Path,
