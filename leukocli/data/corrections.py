@@ -115,21 +115,13 @@ def _box(p: Path, n: int, text: list[str]) -> tuple[float, float, float, float] 
 
 
 def same_photo(named: str, photo: str) -> bool:
-    """Whether a row's photo is this photo: the same file, or (a count made from another
-    folder) the same relative path's tail."""
+    """Whether a row's photo is this photo: the same file, or (a path written from another
+    folder) the same tail of path parts, the file name included."""
     a, b = Path(named), Path(photo)
     if a.resolve() == b.resolve():
         return True
     k = min(len(a.parts), len(b.parts))
-    return a.name == b.name and a.parts[-k:] == b.parts[-k:]
-
-
-def _by_tail(ds: Dataset, rel: Path, candidates: list[int]) -> int | None:
-    """The one image whose path ends with `rel` (a path written from another folder)."""
-    parts = rel.parts
-    hits = [i for i in candidates if Path(ds.records[i].path).resolve().parts[-len(parts):]
-            == parts]
-    return hits[0] if len(hits) == 1 else None
+    return a.parts[-k:] == b.parts[-k:]
 
 
 @dataclass
@@ -145,8 +137,8 @@ class Relabelled:
 def relabel_images(ds: Dataset, corrections: Sequence[Correction]) -> Relabelled:
     """The dataset with each corrected image's label replaced (NOT_WBC and UNCLASSIFIABLE
     images left out); rows are matched on the image's path, or a relative path on the one
-    image whose path ends with it. Smear cells (rows with a box) cannot relabel an image
-    and are refused."""
+    image whose path ends with it (`same_photo`). Smear cells (rows with a box) cannot
+    relabel an image and are refused."""
     boxed = [c for c in corrections if c.box is not None]
     if boxed:
         raise LeukoError(f"{boxed[0].photo}: corrections of cells in smear photos (rows "
@@ -160,8 +152,10 @@ def relabel_images(ds: Dataset, corrections: Sequence[Correction]) -> Relabelled
     unmatched: list[Correction] = []
     for c in corrections:
         hit = by_path.get(str(Path(c.photo).resolve()))
-        if hit is None and not Path(c.photo).is_absolute():
-            hit = _by_tail(ds, Path(c.photo), by_name.get(Path(c.photo).name, []))
+        if hit is None and not Path(c.photo).is_absolute():  # the one image it can be
+            tails = [i for i in by_name.get(Path(c.photo).name, [])
+                     if same_photo(c.photo, str(ds.records[i].path))]
+            hit = tails[0] if len(tails) == 1 else None
         if hit is None:
             unmatched.append(c)
         else:
@@ -190,7 +184,8 @@ def relabel_parts(parts: Sequence[Dataset], path: str | os.PathLike[str]
     classes = sorted({c for d in parts for c in d.classes})
     fixes = read_corrections(path, classes)
     done = [relabel_images(d, fixes) for d in parts]
-    unmatched = [c for c in fixes if all(c in r.unmatched for r in done)]
+    missed = [set(r.unmatched) for r in done]
+    unmatched = [c for c in fixes if all(c in m for m in missed)]
     if unmatched:
         raise LeukoError(f"--relabel {path}: {len(unmatched)} of its {len(fixes)} rows name "
                          f"no image of this data (first: {unmatched[0].photo})")
