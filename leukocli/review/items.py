@@ -51,6 +51,11 @@ class Review:
     classes: list[str]  # in the lab's order
     items: list[Item]
 
+    @property
+    def folder(self) -> Path:
+        """The count or audit folder, or the one holding the predictions CSV."""
+        return self.source if self.source.is_dir() else self.source.parent
+
 
 def lab_order(classes: Sequence[str]) -> list[str]:
     """`classes` in the order a lab reads a differential; unknown names keep theirs."""
@@ -100,11 +105,8 @@ def _rows(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]
     return rows
 
 
-def _number(path: Path, row: dict[str, str], key: str, default: float | None = None
-            ) -> float:
+def _number(path: Path, row: dict[str, str], key: str) -> float:
     text = row.get(key, "")
-    if not text and default is not None:
-        return default
     try:
         v = float(text)
     except ValueError:
@@ -112,6 +114,11 @@ def _number(path: Path, row: dict[str, str], key: str, default: float | None = N
     if not math.isfinite(v) or v < 0:
         raise LeukoError(f"{path}: {key} {text!r} is not a probability or a coordinate")
     return v
+
+
+def _optional(path: Path, row: dict[str, str], key: str) -> float | None:
+    """A number a row may leave empty (older files, a count without a second class)."""
+    return _number(path, row, key) if row.get(key, "") else None
 
 
 def _classes(path: Path, names: Sequence[str]) -> list[str]:
@@ -138,11 +145,11 @@ def _count(folder: Path) -> Review:
     classes = _classes(meta if meta.is_file() else path, named)
     items = []
     for r in rows:
-        box = tuple(_number(path, r, k) for k in ("x_min", "y_min", "x_max", "y_max"))
-        proposed = r.get("predicted") or r["class"]
-        items.append(Item(r["photo"], (box[0], box[1], box[2], box[3]), proposed,
-                          _number(path, r, "probability"), r.get("runner_up", ""),
-                          _number(path, r, "runner_up_probability", -1.0),
+        x0, y0, x1, y1 = (_number(path, r, k) for k in ("x_min", "y_min", "x_max", "y_max"))
+        second = r.get("runner_up", "")
+        items.append(Item(r["photo"], (x0, y0, x1, y1), r.get("predicted") or r["class"],
+                          _number(path, r, "probability"), second,
+                          _optional(path, r, "runner_up_probability") if second else None,
                           r["class"], r.get("corrected_at", "")))
     return Review("count", folder, classes, _known(path, items, classes))
 
@@ -176,7 +183,7 @@ def _predictions(path: Path) -> Review:
 def _runner_up(path: Path, row: dict[str, str], probs: Sequence[str]
                ) -> tuple[str, float | None]:
     if row.get("top2"):
-        return row["top2"], _number(path, row, "top2_probability", -1.0)
+        return row["top2"], _optional(path, row, "top2_probability")
     ranked = sorted(((_number(path, row, k), k[len("prob_"):]) for k in probs), reverse=True)
     return (ranked[1][1], ranked[1][0]) if len(ranked) > 1 else ("", None)
 
@@ -188,6 +195,4 @@ def _known(path: Path, items: list[Item], classes: Sequence[str]) -> list[Item]:
             if name not in allowed:
                 raise LeukoError(f"{path}: class {name[:40]!r} is not one of the page's "
                                  f"classes ({', '.join(classes)})")
-        if it.runner_up_probability is not None and it.runner_up_probability < 0:
-            it.runner_up_probability = None
     return items

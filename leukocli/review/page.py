@@ -129,8 +129,7 @@ def is_review_page(path: Path) -> bool:
 
 def default_page(review: Review) -> Path:
     """review.html in a count or audit folder, or beside a predictions CSV."""
-    folder = review.source if review.source.is_dir() else review.source.parent
-    return folder / "review.html"
+    return review.folder / "review.html"
 
 
 def build_review(source: str | os.PathLike[str], *, out: Path | None = None, top: int = 0,
@@ -147,8 +146,7 @@ def build_review(source: str | os.PathLike[str], *, out: Path | None = None, top
     review = gather(source, top)
     target = out if out is not None else default_page(review)
     ensure_writable_dir(target.parent)
-    folder = review.source if review.source.is_dir() else review.source.parent
-    thumbs = thumbnails(review.items, folder.resolve().parent, reporter)
+    thumbs = thumbnails(review.items, review.folder.resolve().parent, reporter)
     if not any(thumbs):
         raise LeukoError(f"none of the photos {review.source} names can be read (first: "
                          f"{review.items[0].photo}); review where the photos are")
