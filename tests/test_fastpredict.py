@@ -45,14 +45,15 @@ def _images(data: Path) -> list[Path]:
 
 
 def test_a_finished_run_has_a_fresh_twin(trained: tuple[Path, Path]) -> None:
-    from leukocli.modeling.twin import TWIN_FILE, sha256_file, twin_problem
+    from leukocli._util.files import file_sha256
+    from leukocli.modeling.twin import TWIN_FILE, twin_problem
 
     _, run = trained
     meta = json.loads((run / "leuko.json").read_text())
     record = meta["twin"]
     assert record["file"] == TWIN_FILE and record["precision"] == "float32"
-    assert record["keras_sha256"] == sha256_file(run / "model.keras")
-    assert record["sha256"] == sha256_file(run / TWIN_FILE)
+    assert record["keras_sha256"] == file_sha256(run / "model.keras")
+    assert record["sha256"] == file_sha256(run / TWIN_FILE)
     assert twin_problem(run / "model.keras", meta) is None
 
 
@@ -125,14 +126,14 @@ def test_a_stale_twin_falls_back_to_keras_in_one_line(trained: tuple[Path, Path]
 @pytest.mark.parametrize("record_it", [False, True])
 def test_a_broken_twin_falls_back_in_one_line(trained: tuple[Path, Path], tmp_path: Path,
                                               record_it: bool) -> None:
-    from leukocli.modeling.twin import sha256_file
+    from leukocli._util.files import file_sha256
 
     data, run = trained
     broken = _copy(run, tmp_path)
     (broken / "model.tflite").write_bytes(b"not a flatbuffer at all" * 40)
     if record_it:  # leuko.json even vouches for the damaged file: LiteRT itself refuses it
         meta = json.loads((broken / "leuko.json").read_text())
-        meta["twin"]["sha256"] = sha256_file(broken / "model.tflite")
+        meta["twin"]["sha256"] = file_sha256(broken / "model.tflite")
         (broken / "leuko.json").write_text(json.dumps(meta))
     done = invoke("predict", str(data), "--model", str(broken), "--format", "csv")
     assert done.code == 0, done.stderr

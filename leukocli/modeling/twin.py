@@ -11,14 +11,13 @@ No TensorFlow here except inside `write_twin`.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._util.files import atomic_write_json, read_json_object
+from .._util.files import atomic_write_json, file_sha256, read_json_object
 from ..errors import LeukoError
 from .bundle import META_FILE, MODEL_FILE, Bundle
 
@@ -38,15 +37,6 @@ def check_runtime(runtime: str) -> str:
     return value
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (a 230 MB model stays out of memory)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_twin(run_dir: Path, model: keras.Model | None = None) -> dict[str, Any]:
     """Write run_dir/model.tflite from the run's model.keras; returns its leuko.json record.
 
@@ -61,7 +51,7 @@ def write_twin(run_dir: Path, model: keras.Model | None = None) -> dict[str, Any
     t0 = time.perf_counter()
     write_litert(model if model is not None else _load_model(source), run_dir / TWIN_FILE)
     return {"file": TWIN_FILE, "format": "litert", "precision": "float32",
-            "keras_sha256": sha256_file(source), "sha256": sha256_file(run_dir / TWIN_FILE),
+            "keras_sha256": file_sha256(source), "sha256": file_sha256(run_dir / TWIN_FILE),
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -94,9 +84,9 @@ def twin_problem(model_path: Path, meta: dict[str, Any]) -> str | None:
     twin = where / TWIN_FILE
     if not twin.is_file():
         return f"{where}'s twin {TWIN_FILE} is missing"
-    if sha256_file(model_path) != record.get("keras_sha256"):
+    if file_sha256(model_path) != record.get("keras_sha256"):
         return f"{model_path} changed since its twin {TWIN_FILE} was made (the twin is stale)"
-    if sha256_file(twin) != record.get("sha256"):
+    if file_sha256(twin) != record.get("sha256"):
         return f"{twin} is not the twin leuko made (its sha256 differs)"
     return None
 
