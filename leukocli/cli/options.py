@@ -7,7 +7,7 @@ their defaults taken from `TrainOptions` (the one place defaults live), and
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_type_hints
 
@@ -35,12 +35,12 @@ def one_of(choices: Any) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def check_format(fmt: str, choices: tuple[str, ...]) -> None:
-    """The one check of an output --format."""
+def check_format(fmt: str, choices: Sequence[str]) -> None:
+    """The one check of an output --format (predict's, count's, explain's, review's)."""
     if fmt not in choices:
         from ..errors import LeukoError
 
-        raise LeukoError(f"--format must be {one_of(choices)} (got {fmt!r})")
+        raise LeukoError(f"--format must be one of {', '.join(choices)} (got {fmt!r})")
 
 
 TABLE_JSON = ("table", "json")

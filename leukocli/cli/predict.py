@@ -14,7 +14,7 @@ from rich.text import Text
 from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
 from .console import RichReporter, console, err_console
-from .options import INFER_BATCH, InferBatch, Runtime, Tta, model_or_shipped
+from .options import INFER_BATCH, InferBatch, Runtime, Tta, check_format, model_or_shipped
 
 if TYPE_CHECKING:
     from ..evaluation.predict import PredictResult
@@ -84,8 +84,7 @@ def _check(paths: list[str], top_k: int, fmt: str, batch: int, tta: int, runtime
 
     runtime = check_runtime(runtime)
     fmt = fmt.lower().strip()
-    if fmt not in FORMATS:
-        raise LeukoError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    check_format(fmt, FORMATS)
     if top_k < 1:
         raise LeukoError(f"--top-k must be at least 1 (got {top_k})")
     check_batch(batch)
