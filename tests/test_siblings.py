@@ -83,3 +83,41 @@ def test_cache_writes_take_a_unique_temporary_name(tmp_path: Path) -> None:
     assert gfile.is_file() and ffile.is_file()
     assert sorted(gfile.parent.iterdir()) == sorted([gfile, ffile, *squatters])  # no leftovers
     assert len(compute_features(paths, [file_key(p) for p in paths])) == len(paths)
+
+
+def test_interrupted_extraction_resumes_from_its_part_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long split killed half-way must not start over: features extracted before the
+    interrupt are on disk (SAVE_EVERY at a time, and the rest when it stops), the next
+    run extracts only the others, gets the same features, and merges the parts away."""
+    paths = _views(tmp_path)
+    keys = [file_key(p) for p in paths]
+    monkeypatch.setenv("LEUKO_WORKERS", "1")
+    monkeypatch.setattr(keypoints, "SAVE_EVERY", 2)
+    orb = keypoints._orb_features
+    calls: list[str] = []
+
+    def interrupted(path: str) -> keypoints.Features:
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return orb(path)
+
+    monkeypatch.setattr(keypoints, "_orb_features", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compute_features(paths, keys)
+    assert len(list(keypoints.cache_dir().glob("*.part-*.npz"))) == 2  # 2, then 1 at Ctrl-C
+
+    calls.clear()
+    monkeypatch.setattr(keypoints, "_orb_features", lambda p: calls.append(p) or orb(p))
+    resumed = compute_features(paths, keys)
+    assert calls == [str(p.resolve()) for p in paths[3:]]
+    assert not list(keypoints.cache_dir().glob("*.part-*.npz"))
+    fresh = [orb(str(p)) for p in paths]
+    for got, want in zip(resumed, fresh, strict=True):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    calls.clear()
+    compute_features(paths, keys)  # all from the merged folder file now
+    assert calls == []

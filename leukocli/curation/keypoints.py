@@ -10,7 +10,8 @@ import hashlib
 import multiprocessing
 import multiprocessing.context
 import os
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -90,13 +91,21 @@ def file_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
+SAVE_EVERY = 2000  # new features written to a part file this often during extraction
+
+
 class _FeatureCache:
-    """Per-folder npz files of features, matched entry by entry on path+size+mtime."""
+    """Per-folder npz files of features, matched entry by entry on path+size+mtime.
+
+    Extraction also writes part files (``features-H.part-*.npz``) every SAVE_EVERY
+    images, so a split killed or interrupted after an hour resumes from what it had
+    extracted; the final save merges them into the folder's one file and removes them.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.loaded: dict[str, Features] = {}
-        self.dirty: dict[Path, bool] = {}
+        self.parts: list[Path] = []
 
     def _file(self, folder: Path) -> Path:
         h = hashlib.sha1(str(folder).encode()).hexdigest()[:16]
@@ -104,46 +113,118 @@ class _FeatureCache:
 
     def load(self, folders: set[Path]) -> None:
         for folder in folders:
-            f = self._file(folder)
-            if not f.exists():
-                continue
-            try:
-                with np.load(f, allow_pickle=False) as z:
-                    keys = z["keys"]
-                    counts = z["counts"]
-                    pts, desc, pts_m, desc_m = z["pts"], z["desc"], z["pts_m"], z["desc_m"]
-            except (OSError, ValueError, KeyError):
-                continue  # a damaged cache is only a slower run
-            o = np.zeros(2, np.int64)
-            for k, (c, cm) in zip(keys, counts, strict=True):
-                self.loaded[str(k)] = (
-                    pts[o[0] : o[0] + c],
-                    desc[o[0] : o[0] + c],
-                    pts_m[o[1] : o[1] + cm],
-                    desc_m[o[1] : o[1] + cm],
-                )
-                o += (c, cm)
+            main = self._file(folder)
+            parts = sorted(main.parent.glob(f"{main.stem}.part-*.npz"))
+            self.parts += parts
+            for f in [main, *parts]:
+                if f.exists():
+                    self.loaded.update(_read(f))
 
-    def save(self, folder: Path, keys: list[str], feats: list[Features]) -> None:
+    def save(self, folder: Path, keys: list[str], feats: list[Features]) -> bool:
         """Write one folder's features under a unique temporary name, then rename: two
         runs sharing the cache never write one file at the same time."""
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:  # a file, not a name: np.savez would append ".npz"
-                np.savez(
-                    fh,
-                    keys=np.array(keys, dtype=str),
-                    counts=np.array([(len(f[1]), len(f[3])) for f in feats],
-                                    np.int64).reshape(-1, 2),
-                    pts=np.concatenate([f[0] for f in feats] or [_EMPTY_PTS]),
-                    desc=np.concatenate([f[1] for f in feats] or [_EMPTY_DESC]),
-                    pts_m=np.concatenate([f[2] for f in feats] or [_EMPTY_PTS]),
-                    desc_m=np.concatenate([f[3] for f in feats] or [_EMPTY_DESC]),
-                )
+        return _write(self._file(folder), keys, feats)
 
-        try:
-            atomic_write(self._file(folder), write)
-        except LeukoError:
-            pass  # read-only home: features are simply recomputed next time
+    def save_part(self, folder: Path, keys: list[str], feats: list[Features]) -> None:
+        main = self._file(folder)
+        part = main.with_name(f"{main.stem}.part-{uuid.uuid4().hex[:12]}.npz")
+        if _write(part, keys, feats):
+            self.parts.append(part)
+
+    def drop_parts(self) -> None:
+        """Parts are merged into the folder files by now; a part another run is still
+        adding to would only be recomputed."""
+        for part in self.parts:
+            part.unlink(missing_ok=True)
+        self.parts = []
+
+
+def _read(f: Path) -> dict[str, Features]:
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            keys = z["keys"]
+            counts = z["counts"]
+            pts, desc, pts_m, desc_m = z["pts"], z["desc"], z["pts_m"], z["desc_m"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return {}  # a damaged cache is only a slower run
+    out: dict[str, Features] = {}
+    o = np.zeros(2, np.int64)
+    for k, (c, cm) in zip(keys, counts, strict=True):
+        out[str(k)] = (
+            pts[o[0] : o[0] + c],
+            desc[o[0] : o[0] + c],
+            pts_m[o[1] : o[1] + cm],
+            desc_m[o[1] : o[1] + cm],
+        )
+        o += (c, cm)
+    return out
+
+
+def _write(path: Path, keys: list[str], feats: list[Features]) -> bool:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file, not a name: np.savez would append ".npz"
+            np.savez(
+                fh,
+                keys=np.array(keys, dtype=str),
+                counts=np.array([(len(f[1]), len(f[3])) for f in feats],
+                                np.int64).reshape(-1, 2),
+                pts=np.concatenate([f[0] for f in feats] or [_EMPTY_PTS]),
+                desc=np.concatenate([f[1] for f in feats] or [_EMPTY_DESC]),
+                pts_m=np.concatenate([f[2] for f in feats] or [_EMPTY_PTS]),
+                desc_m=np.concatenate([f[3] for f in feats] or [_EMPTY_DESC]),
+            )
+
+    try:
+        atomic_write(path, write)
+    except LeukoError:
+        return False  # read-only home: features are simply recomputed next time
+    return True
+
+
+def _by_folder(paths: Sequence[Path], keys: Sequence[str], feats: Sequence[Features],
+               ) -> dict[Path, tuple[list[str], list[Features]]]:
+    out: dict[Path, tuple[list[str], list[Features]]] = {}
+    for p, k, f in zip(paths, keys, feats, strict=True):
+        ks, fs = out.setdefault(p.parent, ([], []))
+        ks.append(k)
+        fs.append(f)
+    return out
+
+
+def _extract(
+    paths: Sequence[Path], keys: Sequence[str], cache: _FeatureCache
+) -> Iterator[tuple[int, Features]]:
+    """(index, features) of each path, in order; every SAVE_EVERY images, and once more
+    when the work stops early (Ctrl-C, kill by an error), the new ones go to a part file."""
+    pending: list[tuple[int, Features]] = []
+
+    def flush() -> None:
+        idx = [i for i, _ in pending]
+        by_folder = _by_folder([paths[i] for i in idx], [keys[i] for i in idx],
+                               [f for _, f in pending])
+        for folder, (ks, fs) in by_folder.items():
+            cache.save_part(folder, ks, fs)
+        pending.clear()
+
+    try:
+        for i, f in enumerate(_orb_all([str(p) for p in paths])):
+            pending.append((i, f))
+            yield i, f
+            if len(pending) >= SAVE_EVERY:
+                flush()
+    except BaseException:
+        if pending:
+            flush()
+        raise
+
+
+def _orb_all(paths: list[str]) -> Iterator[Features]:
+    if len(paths) < 64 or workers("processes") == 1:
+        yield from map(_orb_features, paths)
+        return
+    with ProcessPoolExecutor(workers("processes"), mp_context=spawn_context()) as pool:
+        for a in range(0, len(paths), 4096):  # Executor.map would queue every result
+            yield from pool.map(_orb_features, paths[a : a + 4096], chunksize=32)
 
 
 def compute_features(
@@ -151,35 +232,27 @@ def compute_features(
 ) -> list[Features]:
     """Features for every path, from the cache where the file is unchanged."""
     cache = _FeatureCache(cache_dir())
-    folders = {p.resolve().parent for p in paths}
-    cache.load(folders)
+    resolved = [p.resolve() for p in paths]
+    cache.load({p.parent for p in resolved})
     feats: list[Features | None] = [cache.loaded.get(k) for k in keys]
     todo = [i for i, f in enumerate(feats) if f is None]
-    if todo:
-        reporter.info(f"extracting keypoints from {len(todo)} images (cache: {cache.root})")
+    if todo or cache.parts:
+        if todo:
+            reporter.info(f"extracting keypoints from {len(todo)} images (cache: {cache.root})")
         with reporter.task("keypoints", len(todo)) as advance:
-            if len(todo) < 64 or workers("processes") == 1:
-                for i in todo:
-                    feats[i] = _orb_features(str(paths[i]))
-                    advance()
-            else:
-                with ProcessPoolExecutor(workers("processes"), mp_context=spawn_context()) as pool:
-                    it = pool.map(_orb_features, [str(paths[i]) for i in todo], chunksize=32)
-                    for i, f in zip(todo, it, strict=True):
-                        feats[i] = f
-                        advance()
+            for i, f in _extract([resolved[i] for i in todo], [keys[i] for i in todo], cache):
+                feats[todo[i]] = f
+                advance()
         done: list[Features] = [f for f in feats if f is not None]
-        by_folder: dict[Path, tuple[list[str], list[Features]]] = {}
-        for p, k, f in zip(paths, keys, done, strict=True):
-            ks, fs = by_folder.setdefault(p.resolve().parent, ([], []))
-            ks.append(k)
-            fs.append(f)
-        for folder, (ks, fs) in by_folder.items():
+        saved = True
+        for folder, (ks, fs) in _by_folder(resolved, keys, done).items():
             # keep entries of files not in this run (e.g. a subset manifest) as well
             seen = set(ks)
             for k, f in cache.loaded.items():
                 if k not in seen and Path(k.split("|", 1)[0]).parent == folder:
                     ks.append(k)
                     fs.append(f)
-            cache.save(folder, ks, fs)
+            saved &= cache.save(folder, ks, fs)
+        if saved:
+            cache.drop_parts()
     return [f for f in feats if f is not None]
