@@ -3,6 +3,8 @@ featureless images stay alone without a crash, and the result is cached."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +123,35 @@ def test_interrupted_extraction_resumes_from_its_part_files(
     calls.clear()
     compute_features(paths, keys)  # all from the merged folder file now
     assert calls == []
+
+
+class _Counting(Collecting):
+    """Records every task's total and each advance, to check the bars stay honest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: dict[str, tuple[int | None, list[int]]] = {}
+
+    @contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        steps: list[int] = []
+        self.tasks[description] = (total, steps)
+        yield lambda n=1, **_: steps.append(n)
+
+
+@pytest.mark.parametrize("n_workers", ["1", "2"])
+def test_verifying_reports_progress_within_a_class(
+    monkeypatch: pytest.MonkeyPatch, n_workers: str
+) -> None:
+    """One class of 100,000 images is verified in one job; its bar must still move (and
+    end at its total), in the workers too, or the rate and time left mean nothing."""
+    monkeypatch.setenv("LEUKO_WORKERS", n_workers)
+    empty = (np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)) * 2
+    members = {"A": list(range(200)), "B": list(range(200, 300))}
+    shortlists = {c: [[(i + 1) % len(m)] for i in range(len(m))] for c, m in members.items()}
+    bars = _Counting()
+    roots = siblings._verify_all([empty] * 300, members, shortlists, bars)  # type: ignore[list-item]
+    assert roots == {"A": list(range(200)), "B": list(range(100))}
+    total, steps = bars.tasks["verifying siblings"]
+    assert total == sum(steps) == 300
+    assert len([s for s in steps if s]) >= 300 // siblings._STEP

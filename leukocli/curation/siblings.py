@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
+from queue import Empty
+from typing import Any
 
 import numpy as np
 
@@ -212,8 +214,17 @@ def _inliers(a: Features, b: Features) -> int:
     return best
 
 
-def _link_class(feats: list[Features], candidates: list[list[int]]) -> list[int]:
-    """Union-find over verified candidate pairs of one class; returns a root per image."""
+_STEP = 64  # images verified between two progress reports
+
+
+def _link_class(
+    feats: list[Features], candidates: list[list[int]], progress: Callable[[int], object]
+) -> list[int]:
+    """Union-find over verified candidate pairs of one class; returns a root per image.
+
+    The order of verification never changes the result: a pair is skipped only when it
+    is linked already, so the groups are the components of all verified pairs.
+    """
     import cv2
 
     cv2.setNumThreads(1)
@@ -224,7 +235,30 @@ def _link_class(feats: list[Features], candidates: list[list[int]]) -> list[int]
                 continue
             if _inliers(feats[i], feats[j]) >= MIN_INLIERS:
                 uf.union(i, j)
+        if (i + 1) % _STEP == 0:
+            progress(_STEP)
+    progress(len(feats) % _STEP)
     return [uf.find(i) for i in range(len(feats))]
+
+
+_QUEUE: Any = None  # in a verifying worker: where its progress goes to the parent
+
+
+def _init_worker(queue: Any) -> None:
+    global _QUEUE
+    _QUEUE = queue
+
+
+def _link_class_in_worker(feats: list[Features], candidates: list[list[int]]) -> list[int]:
+    return _link_class(feats, candidates, _QUEUE.put)
+
+
+def _drain(queue: Any, advance: Callable[[int], None]) -> None:
+    while True:
+        try:
+            advance(queue.get_nowait())
+        except Empty:
+            return
 
 
 # --------------------------------------------------------------------------- public
@@ -273,8 +307,12 @@ def _shortlists(
     reporter.info("building visual vocabulary")
     coarse, fine = _vocabulary(feats)
     h_all, hm_all = _all_histograms(feats, coarse, fine, reporter)
-    return {c: _shortlist(h_all[np.array(m)], hm_all[np.array(m)], CANDIDATES)
-            for c, m in members.items()}
+    out: dict[str, list[list[int]]] = {}
+    with reporter.task("shortlisting", sum(len(m) for m in members.values())) as advance:
+        for c, m in members.items():
+            out[c] = _shortlist(h_all[np.array(m)], hm_all[np.array(m)], CANDIDATES)
+            advance(len(m))
+    return out
 
 
 def _verify_all(
@@ -288,16 +326,21 @@ def _verify_all(
     with reporter.task("verifying siblings", n) as advance:
         if workers("processes") == 1 or len(jobs) == 1 or n < 200:
             for c, (fs, sl) in jobs.items():
-                results[c] = _link_class(fs, sl)
-                advance(len(members[c]))
+                results[c] = _link_class(fs, sl, advance)
             return results
         # largest classes first so the two workers finish together
         order = sorted(jobs, key=lambda c: -len(members[c]))
-        with ProcessPoolExecutor(workers("processes"), mp_context=spawn_context()) as pool:
-            futs = {c: pool.submit(_link_class, *jobs[c]) for c in order}
-            for c in order:
-                results[c] = futs[c].result()
-                advance(len(members[c]))
+        ctx = spawn_context()
+        queue = ctx.Queue()  # progress within a class: one class can take many minutes
+        with ProcessPoolExecutor(workers("processes"), mp_context=ctx,
+                                 initializer=_init_worker, initargs=(queue,)) as pool:
+            futs = {c: pool.submit(_link_class_in_worker, *jobs[c]) for c in order}
+            pending = set(futs.values())
+            while pending:
+                _, pending = wait(pending, timeout=0.5)
+                _drain(queue, advance)
+            results = {c: futs[c].result() for c in order}
+        _drain(queue, advance)  # the workers have flushed their last reports by now
     return results
 
 
