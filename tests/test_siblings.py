@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from leukocli._util.progress import Collecting
-from leukocli.curation import keypoints, siblings
+from leukocli.curation import keypoints, siblings, verify
 from leukocli.curation.keypoints import compute_features, file_key
 from leukocli.data.render import augment_view, render_smear
 
@@ -38,8 +38,8 @@ def _views(tmp_path: Path) -> list[Path]:
 def test_views_of_one_smear_are_linked_and_others_are_not(tmp_path: Path) -> None:
     paths = _views(tmp_path)
     feats = compute_features(paths, [file_key(p) for p in paths])
-    assert siblings._inliers(feats[0], feats[1]) >= siblings.MIN_INLIERS
-    assert siblings._inliers(feats[0], feats[3]) < siblings.MIN_INLIERS
+    assert verify._inliers(feats[0], feats[1]) >= verify.MIN_INLIERS
+    assert verify._inliers(feats[0], feats[3]) < verify.MIN_INLIERS
     groups = siblings.discover_groups(paths, ["NEUTROPHIL"] * len(paths))
     assert len(set(groups[:3])) == 1 and len(set(groups[3:])) == 1
     assert groups[0] != groups[3]
@@ -150,8 +150,8 @@ def test_verifying_reports_progress_within_a_class(
     members = {"A": list(range(200)), "B": list(range(200, 300))}
     shortlists = {c: [[(i + 1) % len(m)] for i in range(len(m))] for c, m in members.items()}
     bars = _Counting()
-    roots = siblings._verify_all([empty] * 300, members, shortlists, bars)  # type: ignore[list-item]
+    roots = verify.verify_all([empty] * 300, members, shortlists, bars)  # type: ignore[list-item]
     assert roots == {"A": list(range(200)), "B": list(range(100))}
     total, steps = bars.tasks["verifying siblings"]
     assert total == sum(steps) == 300
-    assert len([s for s in steps if s]) >= 300 // siblings._STEP
+    assert len([s for s in steps if s]) >= 300 // verify._STEP

@@ -118,17 +118,17 @@ class _FeatureCache:
             self.parts += parts
             for f in [main, *parts]:
                 if f.exists():
-                    self.loaded.update(_read(f))
+                    self.loaded.update(read_features(f))
 
     def save(self, folder: Path, keys: list[str], feats: list[Features]) -> bool:
         """Write one folder's features under a unique temporary name, then rename: two
         runs sharing the cache never write one file at the same time."""
-        return _write(self._file(folder), keys, feats)
+        return write_features(self._file(folder), keys, feats)
 
     def save_part(self, folder: Path, keys: list[str], feats: list[Features]) -> None:
         main = self._file(folder)
         part = main.with_name(f"{main.stem}.part-{uuid.uuid4().hex[:12]}.npz")
-        if _write(part, keys, feats):
+        if write_features(part, keys, feats):
             self.parts.append(part)
 
     def drop_parts(self) -> None:
@@ -139,7 +139,8 @@ class _FeatureCache:
         self.parts = []
 
 
-def _read(f: Path) -> dict[str, Features]:
+def read_features(f: Path) -> dict[str, Features]:
+    """Features by key from one npz; views into four arrays, so dropping them frees all."""
     try:
         with np.load(f, allow_pickle=False) as z:
             keys = z["keys"]
@@ -160,7 +161,9 @@ def _read(f: Path) -> dict[str, Features]:
     return out
 
 
-def _write(path: Path, keys: list[str], feats: list[Features]) -> bool:
+def write_features(path: Path, keys: list[str], feats: Sequence[Features]) -> bool:
+    """Atomically, as four flat arrays and counts; False when the folder is read-only."""
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file, not a name: np.savez would append ".npz"
             np.savez(

@@ -11,7 +11,7 @@ on both sides and validation accuracy means nothing. This module links such view
    nearest neighbours (scikit-learn) shortlist a few candidates per image within its
    class, so the work grows with n, not n squared.
 3. Each candidate pair is verified by descriptor matching with a ratio test and a
-   RANSAC similarity fit (OpenCV); pairs with enough inliers are linked with
+   RANSAC similarity fit (OpenCV, `verify`); pairs with enough inliers are linked with
    union-find. Pairs already linked are not verified again.
 4. Byte-identical files (sha256) are linked too, across classes.
 
@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, wait
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from queue import Empty
-from typing import Any
 
 import numpy as np
 
@@ -46,13 +44,16 @@ from .keypoints import (
     file_key,
     spawn_context,
 )
+from .verify import (
+    MIN_INLIERS,
+    RANSAC_PX,
+    RATIO,
+    verify_all,
+)
 
 VOCAB_SAMPLE = 16_000
 CANDIDATES = 10
 SMALL_CLASS = 64  # classes up to this size are verified all-pairs
-RATIO = 0.8
-MIN_INLIERS = 20
-RANSAC_PX = 5.0
 
 
 # --------------------------------------------------------------------------- shortlist
@@ -104,11 +105,13 @@ def _vocabulary(feats: Sequence[Features]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _words(desc: np.ndarray, coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
-    hist = np.zeros(len(coarse) * fine.shape[1], np.float32)
+    """Word counts as uint16 (at most N_FEATURES each): a quarter of float32's memory
+    at 100,000 images, and np.sqrt turns them into the same float32 values."""
+    hist = np.zeros(len(coarse) * fine.shape[1], np.uint16)
     if len(desc):
         c = _hamming(desc, coarse).argmin(1)
         f = popcount_rows(desc[:, None, :] ^ fine[c]).argmin(1)
-        np.add.at(hist, c * fine.shape[1] + f, 1.0)
+        np.add.at(hist, c * fine.shape[1] + f, 1)
     return hist
 
 
@@ -176,91 +179,6 @@ def _shortlist(h: np.ndarray, hm: np.ndarray, k: int) -> list[list[int]]:
     return out
 
 
-# --------------------------------------------------------------------------- verify
-def _inliers(a: Features, b: Features) -> int:
-    """RANSAC similarity inliers between a and b (b as is, or mirrored)."""
-    import cv2
-
-    bf = cv2.BFMatcher(cv2.NORM_HAMMING)
-    best = 0
-    pa, da = a[0], a[1]
-    if len(da) < 3:
-        return 0
-    for pb, db in ((b[0], b[1]), (b[2], b[3])):
-        if len(db) < 3:
-            continue
-        good = [
-            m[0]
-            for m in bf.knnMatch(da, db, k=2)
-            if len(m) == 2 and m[0].distance < RATIO * m[1].distance
-        ]
-        if len(good) < max(6, MIN_INLIERS // 2):
-            continue
-        src = pa[[g.queryIdx for g in good]]
-        dst = pb[[g.trainIdx for g in good]]
-        _, mask = cv2.estimateAffinePartial2D(
-            src,
-            dst,
-            method=cv2.RANSAC,
-            ransacReprojThreshold=RANSAC_PX,
-            maxIters=500,
-            confidence=0.99,
-            refineIters=0,
-        )
-        if mask is not None:
-            best = max(best, int(mask.sum()))
-            if best >= MIN_INLIERS:
-                break
-    return best
-
-
-_STEP = 64  # images verified between two progress reports
-
-
-def _link_class(
-    feats: list[Features], candidates: list[list[int]], progress: Callable[[int], object]
-) -> list[int]:
-    """Union-find over verified candidate pairs of one class; returns a root per image.
-
-    The order of verification never changes the result: a pair is skipped only when it
-    is linked already, so the groups are the components of all verified pairs.
-    """
-    import cv2
-
-    cv2.setNumThreads(1)
-    uf = UnionFind(len(feats))
-    for i, cands in enumerate(candidates):
-        for j in cands:
-            if uf.find(i) == uf.find(j):
-                continue
-            if _inliers(feats[i], feats[j]) >= MIN_INLIERS:
-                uf.union(i, j)
-        if (i + 1) % _STEP == 0:
-            progress(_STEP)
-    progress(len(feats) % _STEP)
-    return [uf.find(i) for i in range(len(feats))]
-
-
-_QUEUE: Any = None  # in a verifying worker: where its progress goes to the parent
-
-
-def _init_worker(queue: Any) -> None:
-    global _QUEUE
-    _QUEUE = queue
-
-
-def _link_class_in_worker(feats: list[Features], candidates: list[list[int]]) -> list[int]:
-    return _link_class(feats, candidates, _QUEUE.put)
-
-
-def _drain(queue: Any, advance: Callable[[int], None]) -> None:
-    while True:
-        try:
-            advance(queue.get_nowait())
-        except Empty:
-            return
-
-
 # --------------------------------------------------------------------------- public
 def _groups_cache_file(keys: Sequence[str], labels: Sequence[str]) -> Path:
     params = (
@@ -315,35 +233,6 @@ def _shortlists(
     return out
 
 
-def _verify_all(
-    feats: Sequence[Features], members: dict[str, list[int]],
-    shortlists: dict[str, list[list[int]]], reporter: Reporter,
-) -> dict[str, list[int]]:
-    """Verified sibling roots per class, in worker processes when there is enough work."""
-    jobs = {c: ([feats[i] for i in m], shortlists[c]) for c, m in members.items()}
-    n = sum(len(m) for m in members.values())
-    results: dict[str, list[int]] = {}
-    with reporter.task("verifying siblings", n) as advance:
-        if workers("processes") == 1 or len(jobs) == 1 or n < 200:
-            for c, (fs, sl) in jobs.items():
-                results[c] = _link_class(fs, sl, advance)
-            return results
-        # largest classes first so the two workers finish together
-        order = sorted(jobs, key=lambda c: -len(members[c]))
-        ctx = spawn_context()
-        queue = ctx.Queue()  # progress within a class: one class can take many minutes
-        with ProcessPoolExecutor(workers("processes"), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(queue,)) as pool:
-            futs = {c: pool.submit(_link_class_in_worker, *jobs[c]) for c in order}
-            pending = set(futs.values())
-            while pending:
-                _, pending = wait(pending, timeout=0.5)
-                _drain(queue, advance)
-            results = {c: futs[c].result() for c in order}
-        _drain(queue, advance)  # the workers have flushed their last reports by now
-    return results
-
-
 def _name_groups(uf: UnionFind, n: int) -> list[str]:
     names: dict[int, str] = {}
     groups = []
@@ -387,7 +276,7 @@ def discover_groups(
     uf = UnionFind(n)
     _link_identical(paths, uf, reporter)
     members = {c: [i for i in range(n) if labels[i] == c] for c in sorted(set(labels))}
-    roots = _verify_all(feats, members, _shortlists(feats, members, reporter), reporter)
+    roots = verify_all(feats, members, _shortlists(feats, members, reporter), reporter)
     for c, local_roots in roots.items():
         idx = members[c]
         for local, root in enumerate(local_roots):
