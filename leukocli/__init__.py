@@ -1,7 +1,9 @@
 """leuko: white-blood-cell micrographs in, a trained classifier and honest reports out.
 
 As a library: `import leukocli as lk; lk.train(...)`. The functions (see `leukocli.api`)
-load on first use, so `import leukocli` stays light and imports no TensorFlow.
+load on first use, so `import leukocli` stays light and imports no TensorFlow. A bad
+value raises `lk.ParameterError` (a `ValueError` and an `lk.LeukoError`) naming the
+parameter; every other problem a caller can fix is an `lk.LeukoError`.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .errors import LeukoError, ParameterError
+
 __version__ = "0.1.0"
 
 _API = ("audit", "count", "cross_validate", "dedupe", "evaluate", "explain", "export",
         "load_model", "predict", "review", "split", "train")
-__all__ = ["__version__", *_API]
+__all__ = ["LeukoError", "ParameterError", "__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,7 @@ def test_backbone_names_and_minimum_sizes() -> None:
     assert get_backbone_spec("InceptionResNetV2").name == "inceptionresnetv2"
     with pytest.raises(LeukoError, match="unknown backbone 'resnet9'.*inceptionresnetv2"):
         get_backbone_spec("resnet9")
-    with pytest.raises(LeukoError, match=r"60x60 is too small for inceptionresnetv2.*75x75"):
+    with pytest.raises(LeukoError, match=r"60x60' is too small for inceptionresnetv2.*75x75"):
         check_input_size(BACKBONES["inceptionresnetv2"], (60, 60))
     check_input_size(BACKBONES["inceptionresnetv2"], (75, 75))
 
@@ -88,9 +88,13 @@ def test_imagenet_offline_names_missing_file(monkeypatch: pytest.MonkeyPatch) ->
     msg = str(err.value)
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in msg
     assert "https://storage.googleapis.com/" in msg
-    assert "~/.keras/models/" in msg and "--weights PATH" in msg
-    assert "--backbone compact --weights pbc" in msg  # the shipped alternative, offline
+    assert "~/.keras/models/" in msg and "weights=PATH" in msg
+    assert "backbone='compact' weights='pbc'" in msg  # the shipped alternative, offline
     assert "\n" not in msg
+    from leukocli.cli.app import CLI
+
+    said = err.value.spelled(CLI)  # what `leuko train` prints
+    assert "--weights PATH" in said and "--backbone compact --weights pbc" in said
 
 
 def test_weights_path_loads_into_backbone(tmp_path: Path) -> None:
@@ -116,7 +120,7 @@ def test_weights_file_that_does_not_fit(tmp_path: Path) -> None:
     other = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
     path = tmp_path / "mobilenet.weights.h5"
     other.save_weights(path)
-    with pytest.raises(LeukoError, match="--weights .*mobilenet.weights.h5"):
+    with pytest.raises(LeukoError, match="weights=.*mobilenet.weights.h5"):
         build_model("resnet50v2", (32, 32), 4, weights=str(path))
 
 

@@ -158,5 +158,5 @@ def test_bundle_latest_pointer_and_bad_model_files(
     junk.write_text("not a model")
     with pytest.raises(LeukoError, match="not a Keras model"):
         load_bundle(junk)
-    with pytest.raises(LeukoError, match="leuko train"):
+    with pytest.raises(LeukoError, match="lk.train"):
         load_bundle(tmp_path / "nowhere" / "latest")

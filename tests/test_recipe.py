@@ -112,7 +112,7 @@ def test_tta_views_start_with_the_image_and_exact_flips() -> None:
     np.testing.assert_array_equal(views[0], x)
     np.testing.assert_array_equal(views[1], x[:, :, ::-1])
     np.testing.assert_array_equal(views[2], x[:, ::-1])
-    with pytest.raises(LeukoError, match="--tta must be between 1"):
+    with pytest.raises(LeukoError, match="tta must be between 1"):
         tta_views(x, MAX_TTA + 1)
 
 
@@ -198,11 +198,11 @@ def test_recipe_resolution() -> None:
     assert (paper.name, paper.crop_cell, paper.augment, paper.epochs) == ("paper", 0, "paper", 30)
     assert paper.keep == "best"
     assert resolve_recipe(TrainOptions(backbone="compact", keep="Best")).keep == "best"
-    with pytest.raises(LeukoError, match="unknown --keep 'first'"):
+    with pytest.raises(LeukoError, match="unknown keep 'first'"):
         resolve_recipe(TrainOptions(backbone="compact", keep="first"))
     mixed = resolve_recipe(TrainOptions(backbone="compact", crop_cell=0, label_smoothing=0.0))
     assert (mixed.crop_cell, mixed.label_smoothing) == (0, 0.0)
-    with pytest.raises(LeukoError, match="unknown --recipe 'fast'"):
+    with pytest.raises(LeukoError, match="unknown recipe 'fast'"):
         resolve_recipe(TrainOptions(recipe="fast"))
 
 

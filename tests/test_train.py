@@ -203,7 +203,7 @@ def test_warm_start_from_a_run_with_other_classes(small: tuple[Path, Path], tmp_
     new = get_backbone(load_bundle(tmp_path / "runs" / "warm").model).get_weights()
     for a, b in zip(old, new, strict=True):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(LeukoError, match="trained with --backbone compact"):
+    with pytest.raises(LeukoError, match="trained with backbone='compact'"):
         train(_opts(small, backbone="mobilenetv2", weights=str(tmp_path / "runs" / "src")),
               out=tmp_path / "runs" / "never")
 
@@ -232,7 +232,7 @@ def test_shipped_pbc_backbone_trains_offline(small: tuple[Path, Path], tmp_path:
     want = build_model("compact", (75, 75), 4, weights=str(WEIGHTS_DIR / card["file"]))
     for a, b in zip(got, get_backbone(want).get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # one epoch trains the head only
-    with pytest.raises(LeukoError, match="--weights pbc is a compact backbone"):
+    with pytest.raises(LeukoError, match="weights='pbc' is a compact backbone"):
         train(_opts(small, backbone="mobilenetv2", weights="pbc"), out=tmp_path / "runs" / "n")
 
 
@@ -274,15 +274,15 @@ def test_library_errors_before_building(small: tuple[Path, Path], tmp_path: Path
     rows = pd.read_csv(small[1])
     rows[rows["label"] != "MONOCYTE"].to_csv(three, index=False)
     cases: list[tuple[dict[str, object], str]] = [
-        ({"train_csv": str(tmp_path / "nope.csv")}, r"not found: run `leuko split"),
+        ({"train_csv": str(tmp_path / "nope.csv")}, r"not found: run `lk\.split"),
         ({"val_csv": str(empty)}, r"val split: .*has no rows"),
         ({"val_csv": str(three)}, r"different classes \(only in train: MONOCYTE\)"),
         ({"backbone": "inceptionresnetv2", "img_size": (60, 60)}, r"minimum input is 75x75"),
         ({"backbone": "vgg99"}, r"unknown backbone"),
-        ({"precision": "half"}, r"unknown --precision 'half'"),
-        ({"strategy": "tpu"}, r"unknown --strategy 'tpu'"),
-        ({"class_weights": "balanced"}, r"unknown --class-weights"),
-        ({"mapping": ("eosinophil",)}, r"--map expects OLD=NEW"),
+        ({"precision": "half"}, r"unknown precision 'half'"),
+        ({"strategy": "tpu"}, r"unknown strategy 'tpu'"),
+        ({"class_weights": "balanced"}, r"unknown class_weights"),
+        ({"mapping": ("eosinophil",)}, r"mapping expects OLD=NEW"),
     ]
     for overrides, pattern in cases:
         with pytest.raises(LeukoError, match=pattern):

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import LeukoError, first_line
+from ..errors import LeukoError, ParameterError, first_line, opt
 
 LOCK_NAME = ".leuko.lock"
 
@@ -203,28 +203,31 @@ def read_json_object(path: Path, what: str = "metadata") -> dict[str, Any]:
     return obj
 
 
-def ensure_writable_dir(folder: Path, option: str = "--out") -> Path:
-    """Prove `folder` could take files, without creating it; one-line LeukoError otherwise.
+def ensure_writable_dir(folder: Path, option: str = "out") -> Path:
+    """Prove `folder` could take files, without creating it; one-line ParameterError
+    otherwise, naming `option`, the parameter (or an argument such as FOLDER) it came in.
 
     Checked before any work starts, so a read-only or mistaken output never costs a run,
     and a refused command leaves no empty folder behind.
     """
+    option = option.removeprefix("--").replace("-", "_")  # a flag given by older callers
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise LeukoError(f"{option} {folder} is a file, not a folder")
+        raise ParameterError(option, f"{opt(option)} {folder} is a file, not a folder")
     probe_in = folder
     while not probe_in.exists():
         if probe_in.parent == probe_in:
             break
         probe_in = probe_in.parent
     if probe_in.exists() and not probe_in.is_dir():
-        raise LeukoError(f"{option} {folder}: {probe_in} is a file, not a folder")
+        raise ParameterError(option, f"{opt(option)} {folder}: {probe_in} is a file, not a folder")
     try:
         fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".leuko-write-test.")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise LeukoError(f"{option}: {os_error_message(exc, folder, 'write to')}") from None
+        raise ParameterError(option, f"{opt(option)}: {os_error_message(exc, folder, 'write to')}"
+                             ) from None
     return folder
 
 

@@ -35,7 +35,7 @@ def dedupe(data: PathLike, *, threshold: int = 10, transforms: bool = True,
     from ..curation.dedupe import find_duplicates
 
     if report is not None:  # checked before the scan, not after it
-        ensure_writable_dir(Path(report).parent, "--report")
+        ensure_writable_dir(Path(report).parent, "report")
     findings = find_duplicates(Path(data), threshold=threshold, transforms=transforms,
                                reporter=reporter)
     if report is not None:

@@ -91,6 +91,36 @@ app = typer.Typer(
 )
 
 
+# The Python parameters whose flag is not `--` + the name with _ as -.
+FLAGS = {"img_size": "--img", "train_csv": "--train", "val_csv": "--val", "mapping": "--map",
+         "class_name": "--class", "evaluate": "--eval"}
+# The `lk.` functions whose command has another name.
+COMMANDS = {"cross_validate": "cv"}
+
+
+class CliSpelling:
+    """A core message's parameters and steps as the command line writes them: the flag
+    (with its value) and the `leuko` command, so users read what they type."""
+
+    command_line = True
+
+    def option(self, name: str, value: str | bool | None) -> str:
+        if name.isupper():  # an argument's placeholder (FOLDER), not a flag
+            return name
+        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+        if value is False:  # a switch's off side: --no-plant
+            return "--no-" + flag.removeprefix("--")
+        return flag if value is None or value is True else f"{flag} {value}"
+
+    def command(self, name: str, args: list[str], options: dict[str, str | bool]) -> str:
+        words = ["leuko", COMMANDS.get(name, name), *args]
+        words += [self.option(k, v) for k, v in options.items()]
+        return " ".join(words)
+
+
+CLI = CliSpelling()
+
+
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     """Register a command whose LeukoErrors and interrupts end as one line and an exit code."""
 
@@ -103,10 +133,10 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                     warnings.filterwarnings("ignore", message=".*decompression bomb.*")
                     return fn(*args, **kw)
             except Interrupted as exc:
-                error_line(f"interrupted: {exc}")
+                error_line(f"interrupted: {exc.spelled(CLI)}")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             except LeukoError as exc:
-                error_line(str(exc))
+                error_line(exc.spelled(CLI))
                 raise typer.Exit(exc.exit_code) from None
             except KeyboardInterrupt:
                 error_line(INTERRUPTED_QUIETLY)

@@ -79,7 +79,7 @@ def _scan_and_apply(
             raise LeukoError(f"{data}: no such file or directory")
         check_quarantine(data, quarantine)  # fail before the scan, not after it
     if report is not None:
-        ensure_writable_dir(report.parent, "--report")
+        ensure_writable_dir(report.parent, "report")
     reporter = RichReporter()
     findings = find_duplicates(data, threshold=threshold, transforms=transforms,
                                reporter=reporter)

@@ -54,7 +54,7 @@ def predict(
     if explain is not None:
         from .._util.files import ensure_writable_dir
 
-        ensure_writable_dir(explain, "--explain")
+        ensure_writable_dir(explain, "explain")
     collected = collect_images(paths)
     from ..modeling.bundle import load_bundle
 

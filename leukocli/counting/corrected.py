@@ -22,7 +22,7 @@ from ..data.corrections import (
     Correction,
     same_photo,
 )
-from ..errors import LeukoError
+from ..errors import LeukoError, opt
 from .count import CountedCell
 
 
@@ -51,7 +51,7 @@ def apply_corrections(cells: Sequence[CountedCell], corrections: Sequence[Correc
     for row in corrections:
         if row.box is None:
             raise LeukoError(f"{row.photo}: a correction without a box is a single-cell "
-                             "image's label; give such rows to split/train/cv --relabel")
+                             f"image's label; give such rows to split/train/cv {opt('relabel')}")
         i = _find(row, cells, by_name.get(Path(row.photo).name, []))
         cell = out[i]
         out[i] = replace(cell, label=row.corrected, predicted=cell.proposed,

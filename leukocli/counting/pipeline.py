@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util.progress import SILENT, Reporter
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, opt
 from ..modeling.bundle import Bundle
 from .count import CountedCell
 
@@ -42,9 +42,10 @@ class CountResult:
 
 
 def check_cell_size(cell_size: float) -> None:
-    """The one check of --cell-size (a share of the photo's shorter side)."""
+    """The one check of `cell_size` (a share of the photo's shorter side)."""
     if not 0.02 <= cell_size <= 1.0:
-        raise LeukoError(f"--cell-size must be between 0.02 and 1 (got {cell_size})")
+        raise ParameterError("cell_size", f"{opt('cell_size')} must be between 0.02 and 1 "
+                                          f"(got {cell_size})")
 
 
 def run_count(paths: Sequence[str | os.PathLike[str]], *,

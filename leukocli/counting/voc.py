@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, opt
 
 NOT_WHITE = {"rbc", "red blood cell", "erythrocyte", "platelet", "platelets", "plt"}
 
@@ -41,7 +41,8 @@ def check_annotations(photos: Sequence[Path]) -> int:
     Returns how many photos have one."""
     found = [a for a in (annotation_for(p) for p in photos) if a is not None]
     if not found:
-        raise LeukoError("--eval: none of the photos has a Pascal VOC annotation "
+        raise ParameterError("evaluate", f"{opt('evaluate')}: none of the photos has a Pascal "
+                                         "VOC annotation "
                          "(Annotations/NAME.xml beside JPEGImages/, or NAME.xml beside the "
                          "photo), so there is nothing to score")
     for xml in found:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, cmd, opt
 from .dataset import Dataset, Record
 
 HEADER = ("photo", "x_min", "y_min", "x_max", "y_max", "predicted", "corrected", "when")
@@ -54,7 +54,7 @@ def read_corrections(path: str | os.PathLike[str], classes: Sequence[str] | None
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or tuple(c.strip() for c in rows[0]) != HEADER:
         raise LeukoError(f"{p} is not a leuko corrections file (its header must be "
-                         f"{','.join(HEADER)}, as `leuko review` saves it)")
+                         f"{','.join(HEADER)}, as `{cmd('review')}` saves it)")
     spelled = {c.upper(): c for c in (*(classes or ()), *SPECIAL)}
     out: list[Correction] = []
     seen: dict[tuple[str, tuple[float, ...] | None], int] = {}
@@ -143,7 +143,7 @@ def relabel_images(ds: Dataset, corrections: Sequence[Correction]) -> Relabelled
     if boxed:
         raise LeukoError(f"{boxed[0].photo}: corrections of cells in smear photos (rows "
                          "with a box) relabel a count, not images: give them to "
-                         "`leuko count --corrections`")
+                         f"`{cmd('count', corrections=True)}`")
     by_path = {str(Path(r.path).resolve()): i for i, r in enumerate(ds.records)}
     by_name: dict[str, list[int]] = {}
     for i, r in enumerate(ds.records):
@@ -187,10 +187,11 @@ def relabel_parts(parts: Sequence[Dataset], path: str | os.PathLike[str]
     missed = [set(r.unmatched) for r in done]
     unmatched = [c for c in fixes if all(c in m for m in missed)]
     if unmatched:
-        raise LeukoError(f"--relabel {path}: {len(unmatched)} of its {len(fixes)} rows name "
-                         f"no image of this data (first: {unmatched[0].photo})")
+        raise ParameterError("relabel", f"{opt('relabel', path)}: {len(unmatched)} of its "
+                                        f"{len(fixes)} rows name no image of this data "
+                                        f"(first: {unmatched[0].photo})")
     if any(d.records and not r.data.records for d, r in zip(parts, done, strict=True)):
-        raise LeukoError(f"--relabel {path} leaves no images")
+        raise ParameterError("relabel", f"{opt('relabel', path)} leaves no images")
     record = {"file": str(Path(path).resolve()), "sha256": file_sha256(Path(path)),
               "rows": len(fixes), "changed": sum(r.changed for r in done),
               "excluded": sum(r.excluded for r in done)}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .._util.progress import SILENT, Reporter
-from ..errors import LeukoError, first_line
+from ..errors import LeukoError, ParameterError, first_line, opt
 from .images import CheckMode, check_images
 
 if TYPE_CHECKING:  # pandas loads only when a manifest is read (predict stays quick)
@@ -93,16 +93,17 @@ class Dataset:
 
 
 def parse_renames(items: Sequence[str]) -> dict[str, str]:
-    """--map OLD=NEW items (repeatable) into class renames {OLD: NEW}; the one syntax
-    check of --map (evaluation.evaluate.parse_mapping adds the model's classes to it)."""
+    """OLD=NEW items (--map, repeatable) into class renames {OLD: NEW}; the one syntax
+    check of a mapping (evaluation.evaluate.parse_mapping adds the model's classes to it)."""
     mapping: dict[str, str] = {}
     for item in items:
         old, sep, new = item.partition("=")
         old, new = old.strip(), new.strip()
         if not sep or not old or not new:
-            raise LeukoError(f"--map expects OLD=NEW (got {item!r})")
+            raise ParameterError("mapping", f"{opt('mapping')} expects OLD=NEW (got {item!r})")
         if old in mapping and mapping[old] != new:
-            raise LeukoError(f"--map gives {old!r} two targets: {mapping[old]} and {new}")
+            raise ParameterError("mapping", f"{opt('mapping')} gives {old!r} two targets: "
+                                            f"{mapping[old]} and {new}")
         mapping[old] = new
     return mapping
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._util.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .._util.progress import SILENT, Reporter
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, opt
 from .render import (
     CLASSES,
     MIN_SIZE,
@@ -103,16 +103,16 @@ def check_synth_options(
 ) -> None:
     """Every check on synth's options, before anything is drawn."""
     if per_class < 1:
-        raise LeukoError(f"--per-class must be at least 1 (got {per_class})")
+        raise ParameterError("per_class",
+                             f"{opt('per_class')} must be at least 1 (got {per_class})")
     if siblings < 1:
-        raise LeukoError(f"--siblings must be at least 1 (got {siblings})")
+        raise ParameterError("siblings", f"{opt('siblings')} must be at least 1 (got {siblings})")
     h, w = size
     if h < MIN_SIZE or w < MIN_SIZE:
         raise LeukoError(f"image size {h}x{w} is below the minimum of {MIN_SIZE}x{MIN_SIZE}")
     if plant and per_class < 3:
-        raise LeukoError(
-            f"planting needs --per-class 3 or more (got {per_class}); or use --no-plant"
-        )
+        raise ParameterError("per_class", f"planting needs {opt('per_class', 3)} or more (got "
+                                          f"{per_class}); or use {opt('plant', False)}")
 
 
 def _render_all(

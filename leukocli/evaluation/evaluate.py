@@ -19,7 +19,7 @@ import numpy as np
 from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir
 from .._util.progress import SILENT, Reporter
 from ..data.dataset import Dataset, Record, parse_map, scan
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, cmd, opt
 from ..modeling.bundle import Bundle, ensemble_members, load_bundle, read_meta
 from . import INFER_BATCH
 from .metrics import classification_metrics
@@ -35,7 +35,7 @@ def default_data() -> Path:
             return p
     raise LeukoError(
         "no DATA given and neither splits/test.csv nor splits/val.csv exists: "
-        "run `leuko split DIR` first, or pass a CSV manifest or class folder"
+        f"run `{cmd('split', 'DIR')}` first, or pass a CSV manifest or class folder"
     )
 
 
@@ -44,8 +44,8 @@ def parse_mapping(items: Sequence[str], classes: Sequence[str]) -> dict[str, str
     mapping = parse_map(items)
     for old, new in mapping.items():
         if new not in classes:
-            raise LeukoError(
-                f"--map {old}={new}: {new!r} is not a class of the model "
+            raise ParameterError(
+                "mapping", f"{opt('mapping', f'{old}={new}')}: {new!r} is not a class of the model "
                 f"(model classes: {', '.join(classes)})"
             )
     return mapping
@@ -54,7 +54,7 @@ def parse_mapping(items: Sequence[str], classes: Sequence[str]) -> dict[str, str
 def unknown_class_message(unknown: Sequence[str], classes: Sequence[str]) -> str:
     """One line naming the unknown classes and the exact flags that would fix them."""
     by_lower = {c.lower(): c for c in classes}
-    hints = [f"--map {u}={by_lower[u.lower()]}" for u in unknown if u.lower() in by_lower]
+    hints = [opt("mapping", f"{u}={by_lower[u.lower()]}") for u in unknown if u.lower() in by_lower]
     shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
     msg = (
         f"the data has classes the model does not know: {shown} "
@@ -63,9 +63,10 @@ def unknown_class_message(unknown: Sequence[str], classes: Sequence[str]) -> str
     if hints:
         msg += f"rename them with {' '.join(hints)}"
         if len(hints) < len(unknown):
-            msg += ", and skip the rest with --ignore-unknown"
+            msg += f", and skip the rest with {opt('ignore_unknown', True)}"
     else:
-        msg += "rename them with --map OLD=NEW or skip them with --ignore-unknown"
+        msg += (f"rename them with {opt('mapping', 'OLD=NEW')} or skip them with "
+                f"{opt('ignore_unknown', True)}")
     return msg
 
 
@@ -114,7 +115,8 @@ def _groups_for(
 
     groups = resolve_groups(ds, group_by, reporter)
     if len(groups) != len(ds.records):
-        raise LeukoError(f"--group-by {group_by} gave {len(groups)} groups for {len(ds)} images")
+        raise ParameterError("group_by", f"{opt('group_by', group_by)} gave {len(groups)} groups "
+                                         f"for {len(ds)} images")
     return [str(g) for g in groups]
 
 
@@ -235,7 +237,7 @@ def write_outputs(ev: Evaluation, out_dir: Path, json_path: Path | None, title: 
     written = [out_dir / "metrics.json", out_dir / "predictions.csv", out_dir / "confusion.png"]
     atomic_write_json(written[0], ev.metrics)
     if json_path is not None:
-        ensure_writable_dir(Path(json_path).parent, "--json")
+        ensure_writable_dir(Path(json_path).parent, "json")
         atomic_write_json(Path(json_path), ev.metrics)
         written.append(Path(json_path))
     write_predictions(written[1], ev.records, ev.labels, ev.probs, ev.classes, ev.groups)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._util.files import atomic_write, own_or_free, png_metadata
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, opt
 from ..modeling.bundle import Bundle
 
 
@@ -183,7 +183,8 @@ def explain_files(bundle: Bundle, paths: Sequence[Path], out: Path, class_name: 
     target = None
     if class_name is not None:
         if class_name not in bundle.classes:
-            raise LeukoError(f"--class {class_name!r} is not a class of the model "
+            raise ParameterError("class_name",
+                                 f"{opt('class_name')} {class_name!r} is not a class of the model "
                              f"({', '.join(bundle.classes)})")
         target = bundle.classes.index(class_name)
     rows: list[dict[str, Any]] = []

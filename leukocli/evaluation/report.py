@@ -19,7 +19,7 @@ import pandas as pd
 
 from .._util.files import read_json_object
 from .._util.progress import SILENT, Reporter
-from ..errors import LeukoError
+from ..errors import LeukoError, opt
 from ..modeling.bundle import META_FILE, Bundle, load_bundle, resolve_run_dir
 from .metrics import classification_metrics
 
@@ -70,7 +70,8 @@ def gather(run: Path, data: Path | None, reporter: Reporter = SILENT) -> Predict
         meta = read_json_object(run / META_FILE, "run metadata")
         val = (meta.get("manifests") or {}).get("val", {}).get("path")
         if not val or not Path(val).exists():
-            raise LeukoError(f"{run} names no readable validation manifest; pass --data DATA")
+            raise LeukoError(f"{run} names no readable validation manifest; pass "
+                             f"{opt('data', 'DATA')}")
         data = Path(val)
     from .evaluate import evaluate
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, opt
 
 if TYPE_CHECKING:  # TensorFlow loads only when a batch is really transformed
     from .._tf import tf
@@ -314,9 +314,10 @@ MAX_TTA = len(TTA_VIEWS)
 
 
 def check_tta(tta: int) -> None:
-    """The one check of --tta (no TensorFlow needed: MAX_TTA is a constant here)."""
+    """The one check of `tta` (no TensorFlow needed: MAX_TTA is a constant here)."""
     if not 1 <= tta <= MAX_TTA:
-        raise LeukoError(f"--tta must be between 1 (off) and {MAX_TTA} views (got {tta})")
+        raise ParameterError("tta", f"{opt('tta')} must be between 1 (off) and {MAX_TTA} views "
+                                    f"(got {tta})")
 
 
 def tta_views(images: tf.Tensor, n: int) -> list[tf.Tensor]:

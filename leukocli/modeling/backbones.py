@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, cmd, opt
 from .shipped import WEIGHTS_DIR, shipped_model, shipped_models, shipped_weights
 
 BACKBONE_LAYER = "backbone"
@@ -63,9 +63,9 @@ def check_input_size(spec: BackboneSpec, img_size: tuple[int, int]) -> None:
     """Refuse sizes the backbone cannot take, before anything is built."""
     h, w = img_size
     if h < spec.min_size or w < spec.min_size:
-        raise LeukoError(
-            f"--img {h}x{w} is too small for {spec.name}: its minimum input is "
-            f"{spec.min_size}x{spec.min_size}"
+        raise ParameterError(
+            "img_size", f"{opt('img_size', f'{h}x{w}')} is too small for {spec.name}: its "
+            f"minimum input is {spec.min_size}x{spec.min_size}"
         )
 
 
@@ -123,10 +123,9 @@ def _shipped(spec: BackboneSpec, name: str) -> str:
     ships = shipped_weights()
     info = ships[name]
     if info.get("backbone") != spec.name:
-        raise LeukoError(
-            f"--weights {name} is a {info.get('backbone')} backbone; use --backbone "
-            f"{info.get('backbone')} with it"
-        )
+        raise ParameterError(
+            "weights", f"{opt('weights', name)} is a {info.get('backbone')} backbone; use "
+            f"{opt('backbone', info.get('backbone'))} with it")
     return str(WEIGHTS_DIR / str(info["file"]))
 
 
@@ -138,14 +137,16 @@ def _run_source(spec: BackboneSpec, text: str, path: Path) -> str:
         run = run.parent
     meta_path = run / META_FILE
     if not meta_path.is_file():
-        raise LeukoError(f"--weights {text}: {run} is not a leuko run (no {META_FILE})")
+        raise ParameterError("weights", f"{opt('weights', text)}: {run} is not a leuko run (no "
+                                        f"{META_FILE})")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if "members" in meta:
-        raise LeukoError(f"--weights {text} is an ensemble of cv folds; use one fold "
-                         f"({run}/fold-0, ...) or a leuko train run")
+        raise ParameterError("weights", f"{opt('weights', text)} is an ensemble of cv folds; use "
+                                        f"one fold ({run}/fold-0, ...) or a {cmd('train')} run")
     if meta.get("backbone") != spec.name:
-        raise LeukoError(f"--weights {text} was trained with --backbone {meta.get('backbone')}; "
-                         f"use --backbone {meta.get('backbone')} to start from it")
+        raise ParameterError("weights", f"{opt('weights', text)} was trained with "
+                                        f"{opt('backbone', meta.get('backbone'))}; use "
+                                        f"{opt('backbone', meta.get('backbone'))} to start from it")
     return RUN_PREFIX + str(run.resolve())
 
 
@@ -165,8 +166,8 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> str | None:
         return None
     if low == "imagenet":
         if not spec.has_imagenet:
-            raise LeukoError(f"{spec.name} has no ImageNet weights; use --weights none"
-                             + _shipped_hint(spec))
+            raise ParameterError("weights", f"{spec.name} has no ImageNet weights; use "
+                                            f"{opt('weights', 'none')}" + _shipped_hint(spec))
         return "imagenet"
     if low in shipped_weights():
         return _shipped(spec, low)
@@ -176,18 +177,18 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> str | None:
         return _run_source(spec, text, shipped)
     if not path.exists():
         names = ", ".join([*shipped_weights(), *shipped_models()]) or "none shipped"
-        raise LeukoError(
-            f"--weights {text}: no such file or run (use imagenet, none, a shipped name "
-            f"({names}), a leuko run directory, or a .h5/.weights.h5 file)"
+        raise ParameterError(
+            "weights", f"{opt('weights', text)}: no such file or run (use imagenet, none, a "
+            f"shipped name ({names}), a leuko run directory, or a .h5/.weights.h5 file)"
         )
     if path.is_dir() or path.suffix.lower() == ".keras" or path.name == "latest":
         return _run_source(spec, text, path)
     if not path.name.lower().endswith((".h5", ".hdf5")):
-        raise LeukoError(f"--weights {text}: expected a Keras weights file (.h5 or .weights.h5) "
-                         "or a leuko run directory")
+        raise ParameterError("weights", f"{opt('weights', text)}: expected a Keras weights file "
+                                        "(.h5 or .weights.h5) or a leuko run directory")
     return str(path.resolve())
 
 
 def _shipped_hint(spec: BackboneSpec) -> str:
     names = [n for n, info in shipped_weights().items() if info.get("backbone") == spec.name]
-    return f" or leuko's own --weights {names[0]}" if names else ""
+    return f" or leuko's own {opt('weights', names[0])}" if names else ""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._util.files import atomic_write, atomic_write_json, os_error_message, read_json_object
 from .._util.progress import SILENT, Reporter
-from ..errors import LeukoError, first_line
+from ..errors import LeukoError, cli_only, cmd, first_line, opt
 
 if TYPE_CHECKING:  # keras (and TensorFlow) load only when a model is really needed
     from .._tf import keras
@@ -24,8 +24,9 @@ META_FILE = "leuko.json"
 LATEST = "latest"
 ENSEMBLE_KEY = "members"  # leuko.json of an ensemble lists its member run folders
 
+_TRY_DEMO = cli_only(f" (or try `{cmd('demo')}`)")  # no library call makes a demo
 _HOW_TO_GET_ONE = (
-    "train one with `leuko train` (or try `leuko demo`), or point --model at a run "
+    f"train one with `{cmd('train')}`{_TRY_DEMO}, or point {opt('model')} at a run "
     "directory or a .keras file"
 )
 
@@ -301,7 +302,8 @@ def ensemble_members(p: Path) -> list[Path] | None:
     if missing or not members:
         raise LeukoError(
             f"{p} is an ensemble whose member(s) {', '.join(missing) or '(none listed)'} "
-            "hold no model; finish them (leuko cv --fold N --out RUN) and collect again"
+            f"hold no model; finish them ({cmd('cross_validate', fold='N', out='RUN')}) and "
+            "collect again"
         )
     return members
 
@@ -350,8 +352,8 @@ def read_run_meta(meta_path: Path, model_path: Path) -> dict[str, Any]:
     if not meta_path.exists():
         raise LeukoError(
             f"{model_path} has no {META_FILE} beside it: leuko needs a run's metadata "
-            "(classes, image size) to use a model; point --model at a run directory written "
-            "by `leuko train`"
+            f"(classes, image size) to use a model; point {opt('model')} at a run directory "
+            f"written by `{cmd('train')}`"
         )
     meta = read_json_object(meta_path, "run metadata")
     missing = [k for k in ("classes", "img_size") if not meta.get(k)]

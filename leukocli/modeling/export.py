@@ -18,7 +18,7 @@ from typing import Any
 
 from .._tf import keras, tf
 from .._util.files import atomic_write_json, ensure_writable_dir
-from ..errors import LeukoError, first_line
+from ..errors import LeukoError, ParameterError, first_line, opt
 from .bundle import Bundle, load_bundle
 from .runtimes import require_extra
 
@@ -29,15 +29,18 @@ CARD_SUFFIX = ".leuko.json"
 
 
 def check_export_options(fmt: str, quantize: str) -> tuple[str, str]:
-    """The one check of --format and --quantize."""
+    """The one check of an export's format and quantization."""
     f = (fmt or "").strip().lower()
     q = (quantize or "none").strip().lower()
     if f not in FORMATS:
-        raise LeukoError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+        raise ParameterError("format", f"{opt('format')} must be one of {', '.join(FORMATS)} "
+                                       f"(got {fmt!r})")
     if q not in QUANTIZE:
-        raise LeukoError(f"--quantize must be one of {', '.join(QUANTIZE)} (got {quantize!r})")
+        raise ParameterError("quantize", f"{opt('quantize')} must be one of "
+                                         f"{', '.join(QUANTIZE)} (got {quantize!r})")
     if f == "savedmodel" and q != "none":
-        raise LeukoError("--quantize applies to onnx and litert; a SavedModel stays float32")
+        raise ParameterError("quantize", f"{opt('quantize')} applies to onnx and litert; a "
+                                         "SavedModel stays float32")
     return f, q
 
 
@@ -79,13 +82,15 @@ def export_run(model_arg: Path, fmt: str, quantize: str = "none",
     target = Path(out) if out is not None else default_out(bundle, Path(model_arg), fmt,
                                                             quantize)
     if fmt == "savedmodel" and target.suffix:
-        raise LeukoError(f"--out {target}: a SavedModel is a folder; give a folder name")
+        raise ParameterError("out", f"{opt('out', target)}: a SavedModel is a folder; give a "
+                                    "folder name")
     if fmt != "savedmodel" and target.suffix.lower() != SUFFIX[fmt]:
-        raise LeukoError(f"--out {target}: {fmt} artefacts end in {SUFFIX[fmt]}")
+        raise ParameterError("out", f"{opt('out', target)}: {fmt} artefacts end in {SUFFIX[fmt]}")
     if target.exists():
-        raise LeukoError(f"{target} exists; leuko does not replace it (choose another --out)")
+        raise ParameterError("out", f"{target} exists; leuko does not replace it (choose another "
+                                    f"{opt('out')})")
     if fmt == "onnx":  # an optional extra: say what to install before any work
-        require_extra(["tf2onnx", "onnx"], "leukocli[export]", "--format onnx")
+        require_extra(["tf2onnx", "onnx"], "leukocli[export]", opt("format", "onnx"))
     ensure_writable_dir(target.parent)
     model = float32_model(bundle.model)
     card = {

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from .._tf import keras
-from ..errors import LeukoError, first_line
+from ..errors import LeukoError, ParameterError, first_line, opt
 from .backbones import (
     BACKBONE_LAYER,
     KERAS_CACHE,
@@ -82,14 +82,15 @@ def _missing_weights_error(spec: BackboneSpec, exc: BaseException) -> LeukoError
     fname = url.rsplit("/", 1)[-1] if m else f"the {spec.name} ImageNet weights file"
     ours = list(shipped_weights())
     alternative = (
-        f", or train offline from leuko's own pretrained backbone: --backbone compact "
-        f"--weights {ours[0]}" if ours else ""
+        f", or train offline from leuko's own pretrained backbone: "
+        f"{opt('backbone', 'compact')} {opt('weights', ours[0])}" if ours else ""
     )
-    return LeukoError(
+    return ParameterError(
+        "weights",
         f"ImageNet weights for {spec.name} are not available offline: Keras could not fetch "
         f"{fname} from {url}; download it on a connected machine and put it in "
-        f"{KERAS_CACHE}, or pass --weights PATH to a local backbone weights file"
-        f"{alternative} (or --weights none to train from scratch)"
+        f"{KERAS_CACHE}, or pass {opt('weights', 'PATH')} to a local backbone weights file"
+        f"{alternative} (or {opt('weights', 'none')} to train from scratch)"
     )
 
 
@@ -133,8 +134,9 @@ def _load_into(base: keras.Model, weights: str, label: str) -> None:
     mine, theirs = base.get_weights(), source.get_weights()
     if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs,
                                                                           strict=True)):
-        raise LeukoError(f"--weights {run}: its {label} backbone has other shapes (another "
-                         "input size for a backbone that fixes it?); train with its --img")
+        raise ParameterError("weights", f"{opt('weights', run)}: its {label} backbone has other "
+                                        "shapes (another input size for a backbone that fixes "
+                                        f"it?); train with its {opt('img_size')}")
     base.set_weights(theirs)
 
 
@@ -152,16 +154,16 @@ def load_backbone_weights(backbone: keras.Model, path: Path, label: str | None =
             warnings.simplefilter("ignore")  # Keras warns once per skipped layer
             backbone.load_weights(str(path))
     except Exception as exc:  # h5py OSError, ValueError on shape/layer mismatch, ...
-        raise LeukoError(
-            f"--weights {path}: cannot load into the {label} backbone ({first_line(exc)}); "
-            f"expected weights saved from a {label} backbone (keras.applications, without its "
-            "top)"
+        raise ParameterError(
+            "weights", f"{opt('weights', path)}: cannot load into the {label} backbone "
+            f"({first_line(exc)}); expected weights saved from a {label} backbone "
+            "(keras.applications, without its top)"
         ) from None
     after = backbone.get_weights()
     if before and all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
-        raise LeukoError(
-            f"--weights {path}: no weights in it matched the {label} backbone; expected weights "
-            f"saved from a {label} backbone (keras.applications, without its top)"
+        raise ParameterError(
+            "weights", f"{opt('weights', path)}: no weights in it matched the {label} backbone; "
+            f"expected weights saved from a {label} backbone (keras.applications, without its top)"
         )
 
 

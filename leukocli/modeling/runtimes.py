@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..data.images import open_rgb
-from ..errors import LeukoError, first_line
+from ..errors import LeukoError, cmd, first_line
 from .augment import TTA_VIEWS, check_tta
 
 EXTRAS = {"onnx": ("onnxruntime", "leukocli[onnx]"), "litert": ("ai_edge_litert",
@@ -45,7 +45,7 @@ def read_card(path: Path) -> dict[str, Any]:
     card = path / "leuko.json" if path.is_dir() else path.with_name(path.name + ".leuko.json")
     if not card.is_file():
         raise LeukoError(f"{path} has no {card.name} beside it: leuko needs the classes and "
-                         "input size it was exported with (run `leuko export` again)")
+                         f"input size it was exported with (run `{cmd('export')}` again)")
     try:
         meta = json.loads(card.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._util.files import atomic_write_json, file_sha256, read_json_object
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, opt
 from .bundle import META_FILE, MODEL_FILE, Bundle
 
 if TYPE_CHECKING:
@@ -30,10 +30,11 @@ RUNTIMES = ("auto", "keras")
 
 
 def check_runtime(runtime: str) -> str:
-    """The one check of --runtime: auto (the twin when it is fresh) or keras."""
+    """The one check of `runtime`: auto (the twin when it is fresh) or keras."""
     value = (runtime or "").strip().lower()
     if value not in RUNTIMES:
-        raise LeukoError(f"--runtime must be one of {', '.join(RUNTIMES)} (got {runtime!r})")
+        raise ParameterError("runtime", f"{opt('runtime')} must be one of {', '.join(RUNTIMES)} "
+                                        f"(got {runtime!r})")
     return value
 
 

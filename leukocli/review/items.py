@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .._util.files import read_json_object
 from ..data.corrections import SPECIAL
-from ..errors import LeukoError, first_line
+from ..errors import LeukoError, cmd, first_line
 
 CELLS_FILE, AUDIT_FILE, COUNTS_FILE = "cells.csv", "audit.csv", "counts.json"
 MAX_ROWS = 200_000  # a page of more cells than this is no review; bigger files are not ours
@@ -74,8 +74,8 @@ def gather(source: str | os.PathLike[str], top: int = 0) -> Review:
         elif (p / AUDIT_FILE).is_file():
             review = _audit(p / AUDIT_FILE)
         else:
-            raise LeukoError(f"{p} holds neither {CELLS_FILE} (leuko count) nor {AUDIT_FILE} "
-                             "(leuko audit)")
+            raise LeukoError(f"{p} holds neither {CELLS_FILE} ({cmd('count')}) nor {AUDIT_FILE} "
+                             f"({cmd('audit')})")
     elif p.is_file():
         review = _predictions(p)
     else:
@@ -137,7 +137,7 @@ def _classes(path: Path, names: Sequence[str]) -> list[str]:
 def _count(folder: Path) -> Review:
     path = folder / CELLS_FILE
     rows = _rows(path, ("photo", "x_min", "y_min", "x_max", "y_max", "class", "probability"),
-                 "the cells.csv of a leuko count")
+                 f"the cells.csv of a {cmd('count')}")
     meta = folder / COUNTS_FILE
     named = read_json_object(meta, "count summary").get("classes") if meta.is_file() else None
     if not isinstance(named, list):
@@ -156,7 +156,7 @@ def _count(folder: Path) -> Review:
 
 def _audit(path: Path) -> Review:
     rows = _rows(path, ("path", "label", "predicted", "self_confidence", "suspect"),
-                 "the audit.csv of leuko audit")
+                 f"the audit.csv of {cmd('audit')}")
     classes = _classes(path, sorted({r["label"] for r in rows} | {r["predicted"] for r in rows}))
     items = [Item(r["path"], None, r["label"], _number(path, r, "self_confidence"),
                   r["predicted"] if r["predicted"] != r["label"] else "", None, r["label"])
@@ -168,7 +168,7 @@ def _audit(path: Path) -> Review:
 
 def _predictions(path: Path) -> Review:
     rows = _rows(path, ("path", "predicted", "probability"), "leuko predictions "
-                 "(leuko predict ... --format csv > FILE.csv)")
+                 f"({cmd('predict', '...', format='csv')} > FILE.csv)")
     probs = [k for k in rows[0] if k.startswith("prob_")]
     classes = _classes(path, [k[len("prob_"):] for k in probs] or
                        sorted({r["predicted"] for r in rows}))

@@ -27,7 +27,7 @@ from .._util.progress import SILENT, Reporter
 from ..data.corrections import HEADER, SPECIAL
 from ..data.dataset import is_image_name
 from ..data.images import open_rgb
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, opt
 from .items import Item, Review, gather
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "review.html.j2"
@@ -140,9 +140,9 @@ def build_review(source: str | os.PathLike[str], *, out: Path | None = None, top
     from .._util.files import atomic_write_text, ensure_writable_dir, own_or_free
 
     if not 0.0 < uncertain <= 1.0:
-        raise LeukoError(f"--uncertain must be in (0, 1] (got {uncertain})")
+        raise ParameterError("uncertain", f"{opt('uncertain')} must be in (0, 1] (got {uncertain})")
     if top < 0:
-        raise LeukoError(f"--top must be 0 (all) or more (got {top})")
+        raise ParameterError("top", f"{opt('top')} must be 0 (all) or more (got {top})")
     review = gather(source, top)
     target = out if out is not None else default_page(review)
     ensure_writable_dir(target.parent)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._util.progress import SILENT, Reporter
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, cmd, opt
 from ..evaluation.audit import AuditResult
 from .options import TrainOptions, new_run_dir
 
@@ -34,9 +34,9 @@ class AuditRun:
 
 
 def check_top(top: int) -> None:
-    """The one check of --top."""
+    """The one check of audit's `top`."""
     if top < 1:
-        raise LeukoError(f"--top must be at least 1 (got {top})")
+        raise ParameterError("top", f"{opt('top')} must be at least 1 (got {top})")
 
 
 def run_audit(data: Path, *, model: Path | None = None, opts: TrainOptions | None = None,
@@ -94,8 +94,9 @@ def _oof(data: Path, model: Path, reporter: Reporter
 
     run = resolve_run_dir(model)
     if not (run / OOF_FILE).is_file():
-        raise LeukoError(f"--model {model}: not a collected leuko cv run (no {OOF_FILE}); run "
-                         f"`leuko cv {data}` first, or leave --model out")
+        raise ParameterError("model", f"{opt('model', model)}: not a collected leuko cv run (no "
+                                      f"{OOF_FILE}); run `{cmd('cross_validate', data)}` first, "
+                                      f"or leave {opt('model')} out")
     oof = pd.read_csv(run / OOF_FILE, dtype={"group": str})
     rel = {str(r.path.resolve()): r.rel for r in scan(data).records}
     wanted = set(rel)

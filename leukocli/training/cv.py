@@ -31,7 +31,7 @@ from .._util.progress import SILENT, Reporter
 from ..curation.folds import assign_folds, check_folds, thin_classes
 from ..curation.split import load_grouped
 from ..data.dataset import parse_renames, relabel, require_classes
-from ..errors import Interrupted, LeukoError
+from ..errors import Interrupted, LeukoError, cmd, opt
 from ..modeling.bundle import META_FILE, MODEL_FILE, load_bundle, point_latest, write_ensemble
 from .options import TrainOptions, resolve, with_backbone
 
@@ -122,12 +122,12 @@ def _check_same_plan(run: Path, plan: CVPlan) -> None:
     mine = plan.to_json()
     for key in ("data", "folds", "group_by", "exclude", "tta"):
         if old.get(key) != mine[key]:
-            raise LeukoError(f"{run} holds a cv run with --{key.replace('_', '-')} "
-                             f"{old.get(key)!r}, not {mine[key]!r}; use another --out")
+            raise LeukoError(f"{run} holds a cv run with {opt(key)} {old.get(key)!r}, not "
+                             f"{mine[key]!r}; use another {opt('out')}")
     for key, value in mine["options"].items():
         if key not in ("train_csv", "val_csv") and old["options"].get(key) != value:
             raise LeukoError(f"{run} holds a cv run trained with {key}={old['options'].get(key)!r}"
-                             f", not {value!r}; use another --out")
+                             f", not {value!r}; use another {opt('out')}")
 
 
 def _write_fold_manifests(run: Path, k: int, table: pd.DataFrame) -> None:
@@ -161,7 +161,7 @@ def train_folds(run: Path, plan: CVPlan, which: list[int], reporter: Reporter = 
                 raise Interrupted(
                     f"fold {k} stopped (its finished epochs are saved); folds done: "
                     f"{', '.join(map(str, done)) or 'none'}; run the same command with "
-                    f"--out {run} to go on from there"
+                    f"{opt('out', run)} to go on from there"
                 ) from None
             advance(1, note=f"fold {k} done ({n + 1}/{len(which)})")
 
@@ -227,7 +227,8 @@ def collect(run: Path, reporter: Reporter = SILENT) -> dict[str, Any]:
     if missing:
         raise LeukoError(
             f"fold(s) {', '.join(map(str, missing))} of {run} are not finished; train them "
-            f"with `leuko cv --out {run} --fold N` (or all with `leuko cv DATA --out {run}`), "
+            f"with `{cmd('cross_validate', out=run, fold='N')}` (or all with "
+            f"`{cmd('cross_validate', 'DATA', out=run)}`), "
             "then collect"
         )
     oof = pd.concat([pd.read_csv(fold_dir(run, k) / OOF_FILE, dtype={"group": str})

@@ -27,7 +27,7 @@ def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
 
 def pick_precision(name: str) -> str:
     """Resolve --precision: auto = mixed_float16 on GPU, mixed_bfloat16 on bf16 CPUs, else fp32."""
-    key = choose(name or "auto", PRECISIONS, "--precision")
+    key = choose(name or "auto", PRECISIONS, "precision")
     if key != "auto":
         return key
     if tf.config.list_physical_devices("GPU"):
@@ -81,7 +81,7 @@ def make_strategy(name: str, reporter: Reporter = SILENT) -> tuple[tf.distribute
     multiworker: MultiWorkerMirroredStrategy across machines described by TF_CONFIG (the
     same command on every worker); without TF_CONFIG it trains as a single worker.
     """
-    key = choose(name or "auto", STRATEGIES, "--strategy")
+    key = choose(name or "auto", STRATEGIES, "strategy")
     if key == "multiworker":
         # Before anything else touches the devices: collective ops are configured at start.
         mw = tf.distribute.MultiWorkerMirroredStrategy(

@@ -19,7 +19,7 @@ from .. import __version__
 from .._tf import keras, tf
 from .._util.files import ensure_writable_dir, output_lock
 from .._util.progress import SILENT, Reporter
-from ..errors import LeukoError, first_line
+from ..errors import LeukoError, cmd, first_line, opt
 from ..evaluation.plots import plot_curves
 from ..modeling.backbones import RUN_PREFIX, get_backbone_spec
 from ..modeling.bundle import META_FILE
@@ -135,7 +135,8 @@ def train(
 def _check_fresh(run_dir: Path, resume: bool) -> None:
     if not resume and (run_dir / META_FILE).exists():
         raise LeukoError(
-            f"{run_dir} already holds a run; use --resume to continue it or another --out"
+            f"{run_dir} already holds a run; use {opt('resume')} to continue it or another "
+            f"{opt('out')}"
         )
 
 
@@ -278,7 +279,7 @@ def _fit_phases(fit: _Fit, phases: list[Phase]) -> bool:
         raise LeukoError(
             f"another training worker stopped or stopped answering ({first_line(exc, 160)}); "
             f"this worker stopped too: restart the others, then continue every worker with "
-            f"`leuko train --resume --out {fit.run.dir}`"
+            f"`{cmd('train', resume=True, out=fit.run.dir)}`"
         ) from None
     finally:
         fit.ctrl_c.restore()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.dataset import parse_renames
-from ..errors import LeukoError, check_batch
+from ..errors import ParameterError, check_batch, opt
 from ..modeling.backbones import (
     check_input_size,
     get_backbone_spec,
@@ -152,9 +152,11 @@ def has_val(opts: TrainOptions) -> bool:
 
 
 def choose(value: str, choices: tuple[str, ...], option: str) -> str:
+    """`value` as the registry spells it; `option` is the parameter the value came in."""
     key = (value or "").strip().lower()
     if key not in choices:
-        raise LeukoError(f"unknown {option} {value!r}; choose one of {', '.join(choices)}")
+        raise ParameterError(option, f"unknown {opt(option)} {value!r}; choose one of "
+                                     f"{', '.join(choices)}")
     return key
 
 
@@ -169,14 +171,15 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
             name = source_recipe
     if name == "auto":
         name = "cpu" if get_backbone_spec(opts.backbone).name == "compact" else "paper"
-    name = choose(name, ("auto", *RECIPES), "--recipe")
+    name = choose(name, ("auto", *RECIPES), "recipe")
     base = RECIPES[name]
-    keep = base.keep if opts.keep is None else choose(opts.keep, KEEP, "--keep")
+    keep = base.keep if opts.keep is None else choose(opts.keep, KEEP, "keep")
     if not has_val(opts):
         if keep == "best":
             if opts.keep is not None:
-                raise LeukoError("--keep best chooses an epoch by validation loss; with "
-                                 "--val none the last epoch is kept (--keep last)")
+                raise ParameterError(
+                    "keep", f"{opt('keep', 'best')} chooses an epoch by validation loss; with "
+                    f"{opt('val', NO_VAL)} the last epoch is kept ({opt('keep', 'last')})")
             keep = "last"
     return replace(
         base,
@@ -192,25 +195,27 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
 
 def _check_numbers(opts: TrainOptions, recipe: Recipe) -> None:
     if recipe.crop_cell < 0:
-        raise LeukoError(f"--crop-cell must be 0 (off) or a crop size (got {recipe.crop_cell})")
+        raise ParameterError("crop_cell", f"{opt('crop_cell')} must be 0 (off) or a crop size "
+                                          f"(got {recipe.crop_cell})")
     if not 0.0 <= recipe.crop_scale <= 10.0:
-        raise LeukoError(
-            f"--crop-scale must be 0 (a fixed share of the image) or a multiple of the "
-            f"cell's diameter up to 10 (got {recipe.crop_scale})"
+        raise ParameterError(
+            "crop_scale", f"{opt('crop_scale')} must be 0 (a fixed share of the image) or a "
+            f"multiple of the cell's diameter up to 10 (got {recipe.crop_scale})"
         )
     if not 0.0 <= recipe.label_smoothing < 1.0:
-        raise LeukoError(f"--label-smoothing must be in [0, 1) (got {recipe.label_smoothing})")
+        raise ParameterError("label_smoothing", f"{opt('label_smoothing')} must be in [0, 1) "
+                                                f"(got {recipe.label_smoothing})")
     check_batch(opts.batch)
     if recipe.epochs < 1:
-        raise LeukoError(f"--epochs must be at least 1 (got {recipe.epochs})")
+        raise ParameterError("epochs", f"{opt('epochs')} must be at least 1 (got {recipe.epochs})")
     if not (opts.lr > 0 and math.isfinite(opts.lr)):
-        raise LeukoError(f"--lr must be a positive number (got {opts.lr})")
+        raise ParameterError("lr", f"{opt('lr')} must be a positive number (got {opts.lr})")
     if opts.unfreeze < 0:
-        raise LeukoError(
-            f"--unfreeze must be 0 (all) or a positive layer count (got {opts.unfreeze})"
-        )
+        raise ParameterError("unfreeze", f"{opt('unfreeze')} must be 0 (all) or a positive "
+                                         f"layer count (got {opts.unfreeze})")
     if opts.patience < 1:
-        raise LeukoError(f"--patience must be at least 1 (got {opts.patience})")
+        raise ParameterError("patience",
+                             f"{opt('patience')} must be at least 1 (got {opts.patience})")
 
 
 # Bytes one training image costs, roughly: its decoded, float, augmented and prefetched
@@ -246,11 +251,10 @@ def check_batch_memory(opts: TrainOptions, recipe: Recipe, spec_name: str) -> No
     need = opts.batch * per_image
     free = available_memory()
     if free is not None and need > 0.8 * free:
-        raise LeukoError(
-            f"--img {h}x{w} with --batch {opts.batch} needs about {need / 2**30:,.1f} GB for "
-            f"one batch, more than the {free / 2**30:.1f} GB this machine has free; use a "
-            "smaller --img or --batch"
-        )
+        raise ParameterError(
+            "batch", f"{opt('img_size', f'{h}x{w}')} with {opt('batch', opts.batch)} needs "
+            f"about {need / 2**30:,.1f} GB for one batch, more than the {free / 2**30:.1f} GB "
+            f"this machine has free; use a smaller {opt('img_size')} or {opt('batch')}")
 
 
 def _crop_of_source(opts: TrainOptions, recipe: Recipe, source: dict[str, Any]) -> Recipe:
@@ -278,10 +282,10 @@ def resolve(opts: TrainOptions) -> TrainPlan:
     check_input_size(spec, opts.img_size)
     if recipe.crop_cell:
         check_input_size(spec, (recipe.crop_cell, recipe.crop_cell))
-    choose(opts.class_weights, CLASS_WEIGHTS, "--class-weights")
+    choose(opts.class_weights, CLASS_WEIGHTS, "class_weights")
     parse_renames(opts.mapping)
-    choose(opts.precision, PRECISIONS, "--precision")
-    choose(opts.strategy, STRATEGIES, "--strategy")
+    choose(opts.precision, PRECISIONS, "precision")
+    choose(opts.strategy, STRATEGIES, "strategy")
     weights = resolve_weights(spec, opts.weights)
     recipe = _crop_of_source(opts, recipe, weights_source(weights))
     check_batch_memory(opts, recipe, spec.name)

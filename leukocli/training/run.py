@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .._util.files import atomic_write_json, os_error_message, read_json_object
 from .._util.progress import SILENT, Reporter
 from ..data.dataset import Dataset, parse_map, relabel, scan
-from ..errors import LeukoError
+from ..errors import LeukoError, cmd, opt
 from ..modeling.bundle import META_FILE, point_latest, resolve_run_dir, save_bundle
 from ..modeling.twin import TWIN_KEY
 from .options import NO_VAL, TrainOptions, has_val
@@ -52,13 +52,13 @@ def load_split(path: Path, which: str, reporter: Reporter = SILENT) -> Dataset:
     p = Path(path).expanduser()
     if not p.exists():
         raise LeukoError(
-            f"{which} manifest {p} not found: run `leuko split DATASET` first "
-            f"(or pass --{which} PATH to a manifest or class folder)"
+            f"{which} manifest {p} not found: run `{cmd('split', 'DATASET')}` first "
+            f"(or pass {opt(which, 'PATH')} to a manifest or class folder)"
         )
     try:
         data = scan(p, check="decode", reporter=reporter)
     except LeukoError as exc:
-        raise LeukoError(f"{which} split: {exc}") from None
+        raise LeukoError(f"{which} split: {exc.template}", exc.exit_code) from None
     if data.problems:
         first = data.problems[0]
         reporter.warn(
@@ -75,8 +75,8 @@ def default_run_dir(backbone: str) -> Path:
 def find_resume_dir(out: Path | None) -> Path:
     target = Path(out) if out is not None else Path("runs") / "latest"
     if not (target.exists() or target.is_symlink()):
-        raise LeukoError(f"--resume: there is no run at {target} to continue; start one with "
-                         f"`leuko train --out {target}`")
+        raise LeukoError(f"{opt('resume')}: there is no run at {target} to continue; start one "
+                         f"with `{cmd('train', out=target)}`")
     run_dir = resolve_run_dir(target)
     if not (run_dir.is_dir() and (run_dir / META_FILE).exists()):
         raise LeukoError(
