@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._util.progress import SILENT, Reporter
 from ..errors import Interrupted, LeukoError
-from ..training.options import new_run_dir, resolve
+from ..training.options import TrainOptions, resolve
 from ._common import DEFAULTS as _D
 from ._common import PathLike, cv_options, train_options
 
@@ -88,26 +88,13 @@ def cross_validate(data: PathLike | None = None, *, folds: int = 5, fold: int | 
     Raises:
         LeukoError: bad options, another plan in `out`. Interrupted: Ctrl-C.
     """
-    from ..curation.folds import check_folds
-    from ..curation.groups import check_group_spec
-    from ..modeling.augment import check_tta
     from ..training import cv
 
-    check_folds(folds, fold)
-    check_tta(tta)
-    if data is None:
-        if out is None or not (Path(out) / cv.CV_FILE).exists():
-            raise LeukoError("give a dataset folder or CSV manifest (or out= a cv run)")
-        run, plan = Path(out), cv.load_plan(Path(out))
-    else:
-        if not Path(data).exists():
-            raise LeukoError(f"{data}: no such file or directory")
-        check_group_spec(group_by)
-        opts = cv.plan_options(cv_options(mapping, **options), reporter)
-        run = Path(out) if out is not None else new_run_dir(opts.backbone, "cv")
-        plan = cv.CVPlan(str(Path(data).expanduser().resolve()), folds, group_by,
-                         str(Path(exclude).expanduser().resolve()) if exclude else None, tta,
-                         opts)
+    opts = cv_options(mapping, **options) if data is not None else TrainOptions()
+    run, plan = cv.plan_run(None if data is None else Path(data),
+                            out=None if out is None else Path(out), folds=folds, fold=fold,
+                            group_by=group_by, exclude=None if exclude is None else Path(exclude),
+                            tta=tta, opts=opts, reporter=reporter)
     cv.prepare(run, plan, reporter)
     cv.train_folds(run, plan, [fold] if fold is not None else list(range(plan.folds)), reporter)
     if fold is not None or cv.missing_folds(run, plan):

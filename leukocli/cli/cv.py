@@ -8,10 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..errors import LeukoError
-from ..training.options import TrainOptions, new_run_dir
+from ..training.options import TrainOptions
 from .app import command
-from .console import RichReporter, console, info
+from .console import RichReporter, console
 from .evaluate import confusion_table, per_class_table
 from .options import TTA_HELP, Exclude, GroupBy, with_train_options
 
@@ -47,40 +46,16 @@ def cv(
     Takes the same training options as `leuko train`. Exit codes: 0 done, 2 bad input,
     130 interrupted (run the same command with --out RUN to go on).
     """
-    from ..curation.folds import check_folds
-    from ..modeling.augment import check_tta
     from ..training.cv import collect as collect_run
+    from ..training.cv import plan_run
 
     reporter = RichReporter()
     if collect is not None:
         render(collect_run(collect, reporter), collect)
         return
-    check_folds(folds, fold)
-    check_tta(tta)
-    run, plan = _plan(data, out, folds, group_by, exclude, tta, opts, reporter)
+    run, plan = plan_run(data, out=out, folds=folds, fold=fold, group_by=group_by,
+                         exclude=exclude, tta=tta, opts=opts, reporter=reporter)
     _run(run, plan, fold, reporter)
-
-
-def _plan(data: Path | None, out: Path | None, folds: int, group_by: str,
-          exclude: Path | None, tta: int, opts: TrainOptions, reporter: RichReporter
-          ) -> tuple[Path, Any]:
-    from ..curation.groups import check_group_spec
-    from ..training.cv import CV_FILE, CVPlan, load_plan, plan_options
-
-    if data is None:
-        if out is None or not (out / CV_FILE).exists():
-            raise LeukoError("give a dataset folder or CSV manifest (or --out RUN of a cv run "
-                             "to continue it, or --collect RUN)")
-        info(f"continuing {out} with its saved plan")
-        return out, load_plan(out)
-    if not data.exists():
-        raise LeukoError(f"{data}: no such file or directory")
-    check_group_spec(group_by)
-    opts = plan_options(opts, reporter)
-    run = out if out is not None else new_run_dir(opts.backbone, "cv")
-    plan = CVPlan(str(data.expanduser().resolve()), folds, group_by,
-                  str(exclude.expanduser().resolve()) if exclude else None, tta, opts)
-    return run, plan
 
 
 def _run(run: Path, plan: Any, fold: int | None, reporter: RichReporter) -> None:

@@ -133,18 +133,14 @@ def _left_out_by_cv(run: Path, missing: dict[str, str]) -> set[str]:
 
 def _run_cv(data: Path, opts: TrainOptions, folds: int, group_by: str, run: Path | None,
             reporter: Reporter) -> Path:
-    """A full cross-validation of DATA (no exclude, no TTA), collected; returns its folder."""
-    from ..curation.folds import check_folds
-    from ..curation.groups import check_group_spec
-    from .cv import CVPlan, collect, plan_options, prepare, train_folds
+    """A full cross-validation of DATA (no exclude, no TTA), collected; returns its folder.
+    Planned by cv's own `plan_run`, so it checks and plans exactly as `leuko cv` would."""
+    from .cv import collect, plan_run, prepare, train_folds
 
-    check_folds(folds)
-    check_group_spec(group_by)
-    opts = plan_options(opts, reporter)
-    if run is None:
-        run = new_run_dir(prefix="audit-cv")
+    run, plan = plan_run(data, out=run if run is not None else new_run_dir(prefix="audit-cv"),
+                         folds=folds, fold=None, group_by=group_by, exclude=None, tta=1,
+                         opts=opts, reporter=reporter)
     reporter.info(f"no --model: cross-validating {data} into {run} first ({folds} folds)")
-    plan = CVPlan(str(data.expanduser().resolve()), folds, group_by, None, 1, opts)
     prepare(run, plan, reporter)
     train_folds(run, plan, list(range(folds)), reporter)
     collect(run, reporter)

@@ -31,9 +31,9 @@ from .._util.progress import SILENT, Reporter
 from ..curation.folds import assign_folds, check_folds, thin_classes
 from ..curation.split import load_grouped
 from ..data.dataset import parse_renames, relabel, require_classes
-from ..errors import Interrupted, LeukoError, cmd, opt
+from ..errors import Interrupted, LeukoError, cli_only, cmd, opt
 from ..modeling.bundle import META_FILE, MODEL_FILE, load_bundle, point_latest, write_ensemble
-from .options import TrainOptions, resolve, with_backbone
+from .options import TrainOptions, new_run_dir, resolve, with_backbone
 
 CV_FILE = "cv.json"
 FOLDS_FILE = "folds.csv"
@@ -81,6 +81,39 @@ def plan_options(opts: TrainOptions, reporter: Reporter) -> TrainOptions:
 
 
 # --------------------------------------------------------------------------- planning
+_OR_COLLECT = cli_only(f", or {opt('collect', 'RUN')}")  # collecting is the CLI's own option
+
+
+def plan_run(data: Path | None, *, out: Path | None, folds: int, fold: int | None,
+             group_by: str, exclude: Path | None, tta: int, opts: TrainOptions,
+             reporter: Reporter = SILENT) -> tuple[Path, CVPlan]:
+    """The run folder and plan a cv call means, every option checked before any work:
+    a new plan for `data`, or, with no data, the plan saved in `out` (a run to continue).
+
+    The one place `lk.cross_validate` and `leuko cv` decide it, so both name the same
+    folder and make the same plan from the same options.
+    """
+    from ..curation.groups import check_group_spec
+    from ..modeling.augment import check_tta
+
+    check_folds(folds, fold)
+    check_tta(tta)
+    if data is None:
+        if out is None or not (Path(out) / CV_FILE).exists():
+            raise LeukoError(f"give a dataset folder or CSV manifest (or {opt('out', 'RUN')} of "
+                             f"a cv run to continue it{_OR_COLLECT})")
+        reporter.info(f"continuing {out} with its saved plan")
+        return Path(out), load_plan(Path(out))
+    if not Path(data).exists():
+        raise LeukoError(f"{data}: no such file or directory")
+    check_group_spec(group_by)
+    opts = plan_options(opts, reporter)
+    run = Path(out) if out is not None else new_run_dir(opts.backbone, "cv")
+    plan = CVPlan(str(Path(data).expanduser().resolve()), folds, group_by,
+                  str(Path(exclude).expanduser().resolve()) if exclude else None, tta, opts)
+    return run, plan
+
+
 def prepare(
     run: Path, plan: CVPlan, reporter: Reporter = SILENT
 ) -> pd.DataFrame:
