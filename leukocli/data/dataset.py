@@ -58,11 +58,6 @@ class Dataset:
         return len(self.records)
 
     @property
-    def kind(self) -> Literal["folder", "csv"]:
-        """The old name of `layout`, still read by data/corrections.py and training/run.py."""
-        return self.layout
-
-    @property
     def has_groups(self) -> bool:
         return any(r.group is not None for r in self.records)
 
@@ -107,8 +102,6 @@ def parse_renames(items: Sequence[str]) -> dict[str, str]:
         mapping[old] = new
     return mapping
 
-
-parse_map = parse_renames  # old name, still imported by evaluation/evaluate.py and training/run.py
 
 
 def relabel(ds: Dataset, mapping: dict[str, str]) -> Dataset:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir
 from .._util.progress import SILENT, Reporter
-from ..data.dataset import Dataset, Record, parse_map, scan
+from ..data.dataset import Dataset, Record, parse_renames, scan
 from ..errors import LeukoError, ParameterError, cmd, opt
 from ..modeling.bundle import Bundle, ensemble_members, load_bundle, read_meta
 from . import INFER_BATCH
@@ -41,7 +41,7 @@ def default_data() -> Path:
 
 def parse_mapping(items: Sequence[str], classes: Sequence[str]) -> dict[str, str]:
     """--map OLD=NEW items into a dict; NEW must be one of the model's classes."""
-    mapping = parse_map(items)
+    mapping = parse_renames(items)
     for old, new in mapping.items():
         if new not in classes:
             raise ParameterError(

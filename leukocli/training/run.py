@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._util.files import atomic_write_json, os_error_message, read_json_object
 from .._util.progress import SILENT, Reporter
-from ..data.dataset import Dataset, parse_map, relabel, scan
+from ..data.dataset import Dataset, parse_renames, relabel, scan
 from ..errors import LeukoError, cmd, opt
 from ..modeling.bundle import META_FILE, point_latest, resolve_run_dir, save_bundle
 from ..modeling.twin import TWIN_KEY
@@ -170,12 +170,12 @@ class Inputs:
 
 def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> Inputs:
     """Scan both splits and check they hold the same classes."""
-    mapping = parse_map(opts.mapping)
+    mapping = parse_renames(opts.mapping)
     train = relabel(load_split(Path(opts.train_csv), "train", reporter), mapping)
     if has_val(opts):
         val = relabel(load_split(Path(opts.val_csv), "val", reporter), mapping)
     else:  # --val none: train on every labelled cell, a fixed schedule
-        val = Dataset(train.root, train.source, train.kind, [], [], list(train.classes))
+        val = Dataset(train.root, train.source, train.layout, [], [], list(train.classes))
     relabelled = None
     if opts.relabel:
         from ..data.corrections import relabel_parts
