@@ -24,11 +24,9 @@ FLIPPED = 3  # whole groups (a smear and its siblings) filed under another class
 def test_new_runs_are_named_by_one_helper() -> None:
     """train, cv and audit's own cv name a new run folder one way: runs sort by start."""
     from leukocli.training.options import new_run_dir
-    from leukocli.training.run import default_run_dir
 
     stamp = r"\d{8}-\d{6}"
     for run, pattern in ((new_run_dir("compact"), f"{stamp}-compact"),
-                         (default_run_dir("compact"), f"{stamp}-compact"),
                          (new_run_dir("compact", "cv"), f"cv-{stamp}-compact"),
                          (new_run_dir(prefix="audit-cv"), f"audit-cv-{stamp}")):
         assert run.parent == Path("runs") and re.fullmatch(pattern, run.name), run

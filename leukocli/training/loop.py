@@ -27,13 +27,12 @@ from ..modeling.loader import build_dataset
 from ..modeling.model import build_model, set_backbone_trainable, start_head_from
 from .callbacks import CtrlC, EpochProgress, RunRecorder, SyncMovingStatistics
 from .hardware import make_strategy, pick_precision
-from .options import TrainOptions, TrainPlan, resolve, with_backbone
+from .options import TrainOptions, TrainPlan, new_run_dir, resolve, with_backbone
 from .run import (
     CHECKPOINT_DIR,
     CURVES_FILE,
     Inputs,
     RunFolder,
-    default_run_dir,
     find_resume_dir,
     load_inputs,
     read_run_options,
@@ -111,7 +110,7 @@ def train(
         run_dir = find_resume_dir(out)
         opts = TrainOptions.from_json(read_run_options(run_dir)["options"])
     else:
-        run_dir = Path(out) if out is not None else default_run_dir(
+        run_dir = Path(out) if out is not None else new_run_dir(
             get_backbone_spec(with_backbone(opts).backbone).name
         )
     plan = resolve(opts)

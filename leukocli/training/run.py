@@ -12,7 +12,6 @@ import csv
 import hashlib
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,10 +65,6 @@ def load_split(path: Path, which: str, reporter: Reporter = SILENT) -> Dataset:
             f"(first: {first.rel}: {first.reason})"
         )
     return data
-
-
-def default_run_dir(backbone: str) -> Path:
-    return Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{backbone}"
 
 
 def find_resume_dir(out: Path | None) -> Path:
