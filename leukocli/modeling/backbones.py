@@ -6,11 +6,11 @@ run before TensorFlow is imported, so a typo costs a fraction of a second.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._util.files import read_json_object
 from ..errors import LeukoError, ParameterError, cmd, opt
 from .shipped import WEIGHTS_DIR, shipped_model, shipped_models, shipped_weights
 
@@ -91,11 +91,10 @@ def source_meta(weights: str) -> dict[str, Any]:
         run = resolve_run_dir(path)
         if run.is_file():
             run = run.parent
-    try:
-        meta = json.loads((run / "leuko.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # unreadable: not a source to learn from here; resolve_weights says why, once
+        return read_json_object(run / "leuko.json", "run metadata")
+    except LeukoError:
         return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def source_backbone(weights: str) -> str | None:
@@ -112,10 +111,10 @@ def weights_source(weights: str | None) -> dict[str, Any]:
     if not weights or weights == "imagenet":
         return {}
     if weights.startswith(RUN_PREFIX):
-        return json.loads((Path(weights[len(RUN_PREFIX):]) / "leuko.json").read_text())
+        return read_json_object(Path(weights[len(RUN_PREFIX):]) / "leuko.json", "run metadata")
     card = Path(weights).with_name(Path(weights).name.split(".")[0] + ".json")
     if card.parent == WEIGHTS_DIR and card.is_file():
-        return dict(json.loads(card.read_text()))
+        return read_json_object(card, "weights card")
     return {}
 
 
@@ -139,7 +138,7 @@ def _run_source(spec: BackboneSpec, text: str, path: Path) -> str:
     if not meta_path.is_file():
         raise ParameterError("weights", f"{opt('weights', text)}: {run} is not a leuko run (no "
                                         f"{META_FILE})")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_json_object(meta_path, "run metadata")
     if "members" in meta:
         raise ParameterError("weights", f"{opt('weights', text)} is an ensemble of cv folds; use "
                                         f"one fold ({run}/fold-0, ...) or a {cmd('train')} run")
