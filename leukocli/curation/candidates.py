@@ -158,13 +158,16 @@ def _expand(
     sizes = hits.sizes[part]
     total = int(sizes.sum())
     i = np.repeat(hits.rows[part], sizes)
-    within = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    j = order[np.repeat(hits.starts[part], sizes) + within]
-    x = hashes[i, k] ^ hashes[j, 0]
+    # position in `order`: the bucket's start plus the rank within the bucket
+    j = order[np.arange(total) + np.repeat(hits.starts[part] - (np.cumsum(sizes) - sizes), sizes)]
+    x = hashes[:, k][i] ^ hashes[:, 0][j]
     d = popcount(x)
-    near = (d <= threshold) & (i != j)
-    for mask in earlier:  # found already through an earlier segment
-        near &= popcount(x & mask) > radius
+    near = np.flatnonzero((d <= threshold) & (i != j))
+    x = x[near]  # the few near ones only: was the pair found through an earlier segment?
+    keep = np.ones(len(near), dtype=bool)
+    for mask in earlier:
+        keep &= popcount(x & mask) > radius
+    near = near[keep]
     i, j, d = i[near], j[near], d[near]
     if len(i) == 0:
         return None
