@@ -150,7 +150,7 @@ def test_verifying_reports_progress_within_a_class(
     members = {"A": list(range(200)), "B": list(range(200, 300))}
     shortlists = {c: [[(i + 1) % len(m)] for i in range(len(m))] for c, m in members.items()}
     bars = _Counting()
-    roots = verify.verify_all([empty] * 300, members, shortlists, bars)  # type: ignore[list-item]
+    roots = verify.verify_all([empty] * 300, members, lambda: shortlists, bars)  # type: ignore[list-item]
     assert roots == {"A": list(range(200)), "B": list(range(100))}
     total, steps = bars.tasks["verifying siblings"]
     assert total == sum(steps) == 300

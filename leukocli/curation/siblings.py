@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -214,23 +214,32 @@ def _link_identical(paths: Sequence[Path], uf: UnionFind, reporter: Reporter) ->
             advance()
 
 
-def _shortlists(
+def _shortlister(
     feats: Sequence[Features], members: dict[str, list[int]], reporter: Reporter
-) -> dict[str, list[list[int]]]:
-    """Candidate partners per image within its class: all pairs when small, else words."""
+) -> Callable[[], dict[str, list[list[int]]]]:
+    """Candidate partners per image within its class: all pairs when small, else words.
+
+    The word histograms need the features and are made now; the neighbour search is
+    left to the returned function, which `verify_all` calls once the features are off
+    to disk, so the search's working memory and the features are never held together.
+    """
     if max(len(m) for m in members.values()) <= SMALL_CLASS:
         # small data: verifying every pair is cheaper than building a vocabulary
-        return {c: [[j for j in range(len(m)) if j != i] for i in range(len(m))]
-                for c, m in members.items()}
+        return lambda: {c: [[j for j in range(len(m)) if j != i] for i in range(len(m))]
+                        for c, m in members.items()}
     reporter.info("building visual vocabulary")
     coarse, fine = _vocabulary(feats)
     h_all, hm_all = _all_histograms(feats, coarse, fine, reporter)
-    out: dict[str, list[list[int]]] = {}
-    with reporter.task("shortlisting", sum(len(m) for m in members.values())) as advance:
-        for c, m in members.items():
-            out[c] = _shortlist(h_all[np.array(m)], hm_all[np.array(m)], CANDIDATES)
-            advance(len(m))
-    return out
+
+    def shortlists() -> dict[str, list[list[int]]]:
+        out: dict[str, list[list[int]]] = {}
+        with reporter.task("shortlisting", sum(len(m) for m in members.values())) as advance:
+            for c, m in members.items():
+                out[c] = _shortlist(h_all[np.array(m)], hm_all[np.array(m)], CANDIDATES)
+                advance(len(m))
+        return out
+
+    return shortlists
 
 
 def _name_groups(uf: UnionFind, n: int) -> list[str]:
@@ -276,7 +285,7 @@ def discover_groups(
     uf = UnionFind(n)
     _link_identical(paths, uf, reporter)
     members = {c: [i for i in range(n) if labels[i] == c] for c in sorted(set(labels))}
-    roots = verify_all(feats, members, _shortlists(feats, members, reporter), reporter)
+    roots = verify_all(feats, members, _shortlister(feats, members, reporter), reporter)
     for c, local_roots in roots.items():
         idx = members[c]
         for local, root in enumerate(local_roots):

@@ -114,17 +114,18 @@ def _drain(queue: Any, advance: Callable[[int], None]) -> None:
 
 def verify_all(
     feats: list[Features], members: dict[str, list[int]],
-    shortlists: dict[str, list[list[int]]], reporter: Reporter,
+    shortlists: Callable[[], dict[str, list[list[int]]]], reporter: Reporter,
 ) -> dict[str, list[int]]:
     """Verified sibling roots per class (members: indices into feats, per class).
 
     When workers do it, `feats` is emptied: they read their class from disk, and the
-    caller, which needs the features no more, holds none of them meanwhile.
+    caller, which needs the features no more, holds none of them meanwhile, nor while
+    `shortlists()` searches the candidates.
     """
     if _in_process(members):
-        return _verify_in_process(feats, members, shortlists, reporter)
+        return _verify_in_process(feats, members, shortlists(), reporter)
     with _spilled(feats, members) as jobs:
-        return _verify_in_workers(jobs, members, shortlists, reporter)
+        return _verify_in_workers(jobs, members, shortlists(), reporter)
 
 
 def _in_process(members: dict[str, list[int]]) -> bool:
