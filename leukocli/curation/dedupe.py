@@ -41,6 +41,7 @@ from .candidates import (
     iter_candidates,
     unique_rows,
 )
+from .hashcache import HashCache
 from .hashing import (
     HASH_SIDE,
     THUMB,
@@ -215,27 +216,39 @@ def find_duplicates(
 def _hash_all(
     records: Sequence[Record], unreadable: dict[str, str], reporter: Reporter
 ) -> _Images:
-    """Hash every record in parallel; thumbnails go straight into preallocated
-    arrays (rows of readable images, in order) so peak memory stays ~8 kB per image."""
+    """Hash every record in parallel, or take it from the cache (`hashcache`);
+    thumbnails go straight into preallocated arrays (rows of readable images, in
+    order) so peak memory stays ~8 kB per image beyond the cache's own."""
     thumbs = np.empty((len(records), THUMB, THUMB, 3), dtype=np.uint8)
     gray = np.empty((len(records), HASH_SIDE, HASH_SIDE), dtype=np.uint8)
     kept: list[Record] = []
     shas: list[str] = []
     sizes: list[tuple[int, int]] = []
-    if records:
-        paths = [r.path for r in records]
-        with reporter.task("hashing images", len(paths)) as advance, \
-                ThreadPoolExecutor(workers()) as pool:
-            for rec, fp in zip(records, bounded_map(pool, hash_image, paths), strict=True):
+    cache = HashCache([r.path for r in records])
+    todo = [r.path for i, r in enumerate(records) if cache.get(i) is None]
+    with reporter.task("hashing images", len(todo)) as advance, \
+            ThreadPoolExecutor(workers()) as pool:
+        computed = bounded_map(pool, hash_image, todo)
+        try:
+            for i, rec in enumerate(records):
+                fp: ImageHashes | str | None = cache.get(i)
+                if fp is None:
+                    fp = next(computed)
+                    if isinstance(fp, ImageHashes):
+                        cache.add(i, fp)
+                    advance()
                 if isinstance(fp, ImageHashes):
                     thumbs[len(kept)] = fp.thumb
                     gray[len(kept)] = fp.gray
                     kept.append(rec)
                     shas.append(fp.sha256)
                     sizes.append((fp.width, fp.height))
-                else:
+                elif fp is not None:
                     unreadable[rec.rel] = fp
-                advance()
+        except BaseException:
+            cache.flush()  # what was hashed survives a Ctrl-C: the next run resumes there
+            raise
+    cache.save()
     n = len(kept)
     return _Images(kept, shas, sizes, thumbs[:n], gray[:n])
 

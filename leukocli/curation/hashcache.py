@@ -1,0 +1,123 @@
+"""dedupe's per-image hashes kept on disk, so that an interrupted dedupe (or the dedupe
+inside `split --group-by auto`) resumes where it stopped, and a second run decodes only
+what changed. At 100,000 images the hashing is most of a dedupe's time.
+
+One npz per folder beside the sibling features (`keypoints.cache_dir`), matched entry
+by entry on path, size and mtime; while hashing, part files are written every
+SAVE_EVERY images and when the work stops early, and merged away at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .._util.files import atomic_write
+from ..errors import LeukoError
+from .hashing import HASH_SIDE, THUMB, ImageHashes
+from .keypoints import cache_dir, file_key
+
+SAVE_EVERY = 5000
+
+
+def _main_file(folder: Path) -> Path:
+    return cache_dir() / f"hashes-{hashlib.sha1(str(folder).encode()).hexdigest()[:16]}.npz"
+
+
+def _read(f: Path) -> dict[str, ImageHashes]:
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            keys, shas, sizes = z["keys"], z["shas"], z["sizes"]
+            thumbs, gray = z["thumbs"], z["gray"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return {}  # a damaged cache is only a slower run
+    if thumbs.shape[1:] != (THUMB, THUMB, 3) or gray.shape[1:] != (HASH_SIDE, HASH_SIDE):
+        return {}
+    return {str(k): ImageHashes(str(s), int(w), int(h), t, g)
+            for k, s, (w, h), t, g in zip(keys, shas, sizes, thumbs, gray, strict=True)}
+
+
+def _write(path: Path, entries: dict[str, ImageHashes]) -> bool:
+    def write(tmp: Path) -> None:
+        hs = list(entries.values())
+        with open(tmp, "wb") as fh:  # a file, not a name: np.savez would append ".npz"
+            np.savez(
+                fh,
+                keys=np.array(list(entries), dtype=str),
+                shas=np.array([h.sha256 for h in hs], dtype=str),
+                sizes=np.array([(h.width, h.height) for h in hs], np.int64).reshape(-1, 2),
+                thumbs=np.array([h.thumb for h in hs], np.uint8).reshape(-1, THUMB, THUMB, 3),
+                gray=np.array([h.gray for h in hs], np.uint8).reshape(-1, HASH_SIDE, HASH_SIDE),
+            )
+
+    try:
+        atomic_write(path, write)
+    except LeukoError:
+        return False  # read-only home: the images are simply decoded again next time
+    return True
+
+
+class HashCache:
+    """What earlier runs hashed, for the folders of one run, and what this run adds."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.keys = [_key(p) for p in paths]
+        self.folders = {Path(k.split("|", 1)[0]).parent for k in self.keys if k}
+        self.loaded: dict[str, ImageHashes] = {}
+        self.parts: list[Path] = []
+        for folder in self.folders:
+            main = _main_file(folder)
+            parts = sorted(main.parent.glob(f"{main.stem}.part-*.npz"))
+            self.parts += parts
+            for f in [main, *parts]:
+                if f.exists():
+                    self.loaded.update(_read(f))
+        self.new: dict[str, ImageHashes] = {}
+        self._pending: dict[str, ImageHashes] = {}
+
+    def get(self, i: int) -> ImageHashes | None:
+        return self.loaded.get(self.keys[i]) if self.keys[i] else None
+
+    def add(self, i: int, hashes: ImageHashes) -> None:
+        if self.keys[i]:
+            self.new[self.keys[i]] = self._pending[self.keys[i]] = hashes
+            if len(self._pending) >= SAVE_EVERY:
+                self.flush()
+
+    def flush(self) -> None:
+        """The hashes added since the last flush, into one part file per folder."""
+        for folder, entries in _by_folder(self._pending).items():
+            main = _main_file(folder)
+            part = main.with_name(f"{main.stem}.part-{uuid.uuid4().hex[:12]}.npz")
+            if _write(part, entries):
+                self.parts.append(part)
+        self._pending = {}
+
+    def save(self) -> None:
+        """Each folder's entries (earlier and new) into its one file; parts removed."""
+        if not self.new and not self.parts:
+            return
+        merged = {**self.loaded, **self.new}
+        if all(_write(_main_file(folder), entries)
+               for folder, entries in _by_folder(merged).items() if folder in self.folders):
+            for part in self.parts:
+                part.unlink(missing_ok=True)
+
+
+def _key(path: Path) -> str:
+    try:
+        return file_key(path)
+    except OSError:
+        return ""  # unreadable: hash_image says why, and nothing is cached
+
+
+def _by_folder(entries: dict[str, ImageHashes]) -> dict[Path, dict[str, ImageHashes]]:
+    out: dict[Path, dict[str, ImageHashes]] = {}
+    for k, h in entries.items():
+        out.setdefault(Path(k.split("|", 1)[0]).parent, {})[k] = h
+    return out
+
