@@ -10,6 +10,7 @@ SAVE_EVERY images and when the work stops early, and merged away at the end.
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +20,12 @@ import numpy as np
 from .._util.files import atomic_write
 from ..errors import LeukoError
 from .hashing import HASH_SIDE, THUMB, ImageHashes
-from .keypoints import cache_dir, file_key
+from .keypoints import cache_dir
 
-SAVE_EVERY = 5000
+SAVE_EVERY = 20_000  # hashing is quick: this many images is well under a minute's work
 
 
-def _main_file(folder: Path) -> Path:
+def _main_file(folder: str) -> Path:
     return cache_dir() / f"hashes-{hashlib.sha1(str(folder).encode()).hexdigest()[:16]}.npz"
 
 
@@ -66,7 +67,7 @@ class HashCache:
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.keys = [_key(p) for p in paths]
-        self.folders = {Path(k.split("|", 1)[0]).parent for k in self.keys if k}
+        self.folders = {_folder(k) for k in self.keys if k}
         self.loaded: dict[str, ImageHashes] = {}
         self.parts: list[Path] = []
         for folder in self.folders:
@@ -109,15 +110,22 @@ class HashCache:
 
 
 def _key(path: Path) -> str:
+    """Absolute path, size and mtime; os.path, not Path.resolve: at 100,000 files the
+    symlink walk alone took seconds."""
     try:
-        return file_key(path)
+        st = os.stat(path)
     except OSError:
         return ""  # unreadable: hash_image says why, and nothing is cached
+    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _by_folder(entries: dict[str, ImageHashes]) -> dict[Path, dict[str, ImageHashes]]:
-    out: dict[Path, dict[str, ImageHashes]] = {}
+def _folder(key: str) -> str:
+    return os.path.dirname(key.split("|", 1)[0])
+
+
+def _by_folder(entries: dict[str, ImageHashes]) -> dict[str, dict[str, ImageHashes]]:
+    out: dict[str, dict[str, ImageHashes]] = {}
     for k, h in entries.items():
-        out.setdefault(Path(k.split("|", 1)[0]).parent, {})[k] = h
+        out.setdefault(_folder(k), {})[k] = h
     return out
 
