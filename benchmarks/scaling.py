@@ -22,7 +22,8 @@ process tree (sampled every 0.2 s):
                 (M from --count-sizes, M <= --count-max; the synth is generation time)
 
 Then the growth exponent log(t2/t1)/log(n2/n1) of each step between consecutive sizes
-and between the smallest and largest, for wall time, CPU time and peak memory (1 is
+and between the smallest and largest (e.g. 10000->100000; a wall or CPU exponent above
+1.2 is marked), for wall time, CPU time and peak memory (1 is
 linear; 1.1 is about what N log N looks like over these ranges; memory exponents include
 the fixed cost of a Python process with OpenCV/scikit-learn, so they read low).
 A table goes to stderr, one JSON object to stdout and to OUT/scaling.json; the output of
@@ -32,6 +33,12 @@ every leuko command is appended to OUT/scaling.log. Run it niced on a shared mac
         --sizes 10000 30000 --count-sizes 300 1000 --out /tmp/scaling/out
     nice -n 19 python benchmarks/scaling.py --data ../shared/data/blood-cells/images/TRAIN \
         --steps split-cold split-warm --sizes 10000 30000 100000
+
+`--prepare` only makes the sets (the 100,000 one takes about 25 minutes on 2 busy
+cores), so that a timed run later measures the steps alone:
+
+    python benchmarks/scaling.py --data ../shared/data/blood-cells/images/TRAIN \
+        --steps dedupe split-cold --sizes 10000 30000 100000 --work /work/scale-work --prepare
 """
 
 from __future__ import annotations
@@ -303,6 +310,7 @@ def run_count(m: int, fields: Path, scratch: Path, log: Path, model: str) -> dic
 
 # --------------------------------------------------------------------------- report
 METRICS = ("seconds", "cpu_s", "peak_mb", "tree_peak_mb")
+GROWTH_BAR = 1.2  # issue 26: dedupe and split-cold grow at most this fast from 10k to 100k
 
 
 def exponents(per_size: dict[int, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -331,12 +339,14 @@ def table(results: dict[str, dict[int, dict[str, Any]]], expo: dict[str, Any]) -
             lines.append(f"{step:<12}{n:>8}{r['seconds']:>10.1f}{r['cpu_s']:>10.1f}"
                          f"{r['peak_mb']:>10.0f}{r['tree_peak_mb']:>10.0f}"
                          f"{r.get('groups') if r.get('groups') is not None else '':>8}")
-    lines += ["", f"{'growth exponent':<24}{'wall':>8}{'cpu':>8}{'peak':>8}{'tree':>8}"]
+    lines += ["", f"{'growth exponent':<28}{'wall':>8}{'cpu':>8}{'peak':>8}{'tree':>8}"]
     for step, e in expo.items():
         for pair in e["seconds"]:
             vals = [e[m].get(pair) for m in METRICS]
-            lines.append(f"{step + ' ' + pair:<24}"
-                         + "".join(f"{v:>8.2f}" if v is not None else f"{'':>8}" for v in vals))
+            over = " > 1.2" if any(v is not None and v > GROWTH_BAR for v in vals[:2]) else ""
+            lines.append(f"{step + ' ' + pair:<28}"
+                         + "".join(f"{v:>8.2f}" if v is not None else f"{'':>8}" for v in vals)
+                         + over)
     return "\n".join(lines)
 
 
@@ -370,6 +380,8 @@ def _args() -> argparse.Namespace:
                     help="generated sets (kept) and each run's scratch (removed)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/scaling/out"))
     ap.add_argument("--keep-scratch", action="store_true")
+    ap.add_argument("--prepare", action="store_true",
+                    help="only make the image sets, so a later timed run starts at once")
     return ap.parse_args()
 
 
@@ -387,9 +399,14 @@ def main() -> None:
         gen = make_set(args.data, n, args.work, args.seed, args.jobs)
         generation[f"images-{n}"] = gen
         print(f"set n={n}: {gen}", file=sys.stderr, flush=True)
+        if args.prepare:
+            continue
         for step, r in run_size(n, Path(gen["dir"]), args.steps, scratch, log, args).items():
             results.setdefault(step, {})[n] = r
             print(f"  {step} n={n}: {r}", file=sys.stderr, flush=True)
+    if args.prepare:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return
     if "count" in args.steps:
         for m in sorted({m for m in args.count_sizes if m <= args.count_max}):
             gen = make_fields(m, args.work, args.seed, log)
