@@ -198,7 +198,8 @@ def _extract(
     paths: Sequence[Path], keys: Sequence[str], cache: _FeatureCache
 ) -> Iterator[tuple[int, Features]]:
     """(index, features) of each path, in order; every SAVE_EVERY images, and once more
-    when the work stops early (Ctrl-C, kill by an error), the new ones go to a part file."""
+    when the work stops early (Ctrl-C, an error), the new ones go to a part file. A
+    kill -9 loses at most the last SAVE_EVERY."""
     pending: list[tuple[int, Features]] = []
 
     def flush() -> None:
