@@ -27,7 +27,8 @@ def train(train: PathLike, val: PathLike, *, out: PathLike | None = None,
           class_weights: str = _D.class_weights, patience: int = _D.patience,
           precision: str = _D.precision, strategy: str = _D.strategy, seed: int = _D.seed,
           mapping: Mapping[str, str] | None = None, relabel: PathLike | None = None,
-          resume: bool = False, reporter: Reporter = SILENT) -> TrainResult:
+          balance_by: str | None = None, resume: bool = False,
+          reporter: Reporter = SILENT) -> TrainResult:
     """Train a classifier into a run folder (model.keras, leuko.json, history.csv, curves).
 
     The options are `leuko train`'s (None = the recipe's choice), all checked before
@@ -40,6 +41,8 @@ def train(train: PathLike, val: PathLike, *, out: PathLike | None = None,
         mapping: {OLD: NEW} renames of the training data's classes (--map OLD=NEW).
         relabel: a corrections CSV saved by the `review` page: the images it names take
             the person's class (or are left out); recorded in leuko.json.
+        balance_by: a column of the `train` manifest (a lab, a site) whose values weigh
+            alike: each value's rows repeated to about the largest one's count.
         resume: continue the interrupted run in `out` (or runs/latest), its options kept.
     Returns:
         TrainResult: run_dir, epochs_done, best_epoch and best (loss, accuracy, ...).
@@ -53,7 +56,7 @@ def train(train: PathLike, val: PathLike, *, out: PathLike | None = None,
                     precision=precision, strategy=strategy, seed=seed, recipe=recipe,
                     crop_cell=crop_cell, crop_scale=crop_scale,
                     label_smoothing=label_smoothing, keep=keep,
-                    relabel=relabel)
+                    relabel=relabel, balance_by=balance_by)
     if not resume:
         resolve(opts)  # every option checked before TensorFlow loads
     from ..training.loop import train as train_run

@@ -235,6 +235,15 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
         None,
     ),
     "relabel": (Relabel, None),
+    "balance_by": (
+        Annotated[
+            str | None,
+            typer.Option(metavar="COLUMN", help="A column of the training manifest (a lab, "
+                         "a microscope) whose values should weigh alike: the rows of each "
+                         "value are repeated to about the largest one's count."),
+        ],
+        None,
+    ),
 }
 
 

@@ -165,6 +165,9 @@ def _frame(records: Sequence[Record], idx: list[int], groups: Sequence[str],
         },
         columns=["path", "label", "label_id", "group", "rel"],
     )
+    # the manifest's own columns (a lab, a site) go along, for train's balance_by
+    for column in sorted({c for i in idx for c in records[i].extra} - set(frame.columns)):
+        frame[column] = [records[i].extra.get(column, "") for i in idx]
     return frame.to_csv(index=False)
 
 

@@ -114,6 +114,33 @@ def relabel(ds: Dataset, mapping: dict[str, str]) -> Dataset:
     return Dataset(ds.root, ds.source, ds.layout, records, ds.problems, classes)
 
 
+def oversample(ds: Dataset, column: str) -> tuple[Dataset, dict[str, int]]:
+    """Each value of a manifest column (a lab, a microscope) repeated to weigh about as
+    much as the largest, and how many times each was taken.
+
+    Trained on two labs at once, a model otherwise learns mostly the larger one's look.
+    A value's rows are taken round(largest / its count) times in all, the repeats
+    appended in manifest order after the originals, so a run is reproducible from the
+    manifest and the column alone.
+    """
+    missing = sum(1 for r in ds.records if not r.extra.get(column, "").strip())
+    if missing:
+        has = any(column in r.extra for r in ds.records)
+        raise ParameterError("balance_by", (
+            f"{ds.source}: {missing} row(s) have no {column!r} value to balance by"
+            if has else f"{ds.source} has no column {column!r} to balance by "
+            f"{opt('balance_by')}"))
+    members: dict[str, list[Record]] = defaultdict(list)
+    for r in ds.records:
+        members[r.extra[column].strip()].append(r)
+    largest = max(len(m) for m in members.values())
+    times = {v: max(1, round(largest / len(m))) for v, m in sorted(members.items())}
+    records = list(ds.records)
+    for value, m in sorted(members.items()):
+        records += m * (times[value] - 1)
+    return Dataset(ds.root, ds.source, ds.layout, records, ds.problems, ds.classes), times
+
+
 def require_classes(ds: Dataset, minimum: int = 2) -> None:
     """A classifier needs two classes: refuse one-class data before any work is done."""
     found = sorted({r.label for r in ds.records})

@@ -61,6 +61,7 @@ class TrainOptions:
     keep: str | None = None
     mapping: tuple[str, ...] = ()  # OLD=NEW renames of the training data's classes
     relabel: str | None = None  # a corrections CSV (leuko review): per-image labels
+    balance_by: str | None = None  # a manifest column (lab, site) whose values weigh alike
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

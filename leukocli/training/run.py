@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._util.files import atomic_write_json, os_error_message, read_json_object
 from .._util.progress import SILENT, Reporter
-from ..data.dataset import Dataset, parse_renames, relabel, scan
+from ..data.dataset import Dataset, oversample, parse_renames, relabel, scan
 from ..errors import LeukoError, cmd, opt
 from ..modeling.bundle import META_FILE, point_latest, resolve_run_dir, save_bundle
 from ..modeling.twin import TWIN_KEY
@@ -202,4 +202,10 @@ def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> Inputs:
         }
     if relabelled is not None:
         manifests["relabel"] = relabelled
+    if opts.balance_by:  # after the fingerprint, which is the manifest's as written
+        train, times = oversample(train, opts.balance_by)
+        manifests["train"]["balanced"] = {"by": opts.balance_by, "times": times,
+                                          "rows": len(train.records)}
+        reporter.info(f"balanced by {opts.balance_by}: " + ", ".join(
+            f"{v} x{t}" for v, t in times.items()) + f" ({len(train.records)} rows an epoch)")
     return Inputs(train, val, classes, manifests)
