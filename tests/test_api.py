@@ -118,8 +118,9 @@ def _check_export(ns: dict[str, Any], root: Path) -> None:
 def test_errors_are_leuko_errors_and_options_are_checked_first(tmp_path: Path) -> None:
     with pytest.raises(LeukoError, match="no such file"):
         lk.dedupe(tmp_path / "missing")
-    with pytest.raises(LeukoError, match="--val and --test"):
+    with pytest.raises(lk.ParameterError, match="^val and test must be") as bad_val:
         lk.split(tmp_path, out=tmp_path / "s", val=1.5)
+    assert bad_val.value.parameter == "val" and isinstance(bad_val.value, ValueError)
     with pytest.raises(LeukoError, match="epochs must be at least 1"):
         lk.train(tmp_path, "none", backbone="compact", epochs=0, out=tmp_path / "r")
     with pytest.raises(LeukoError, match="mapping expects OLD=NEW"):

@@ -251,6 +251,6 @@ def test_refusals_are_one_line_errors(planted: tuple[Path, dict], tmp_path: Path
     ))
     found = find_duplicates(csv)  # a CSV manifest is scanned too; paths relative to its folder
     assert found.groups and all(f.startswith("data/") for g in found.groups for f in g.files)
-    with pytest.raises(LeukoError, match="--apply moves files"):
+    with pytest.raises(LeukoError, match="^apply moves files"):
         apply_quarantine(found)
     assert _tree(root) == before

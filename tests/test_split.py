@@ -89,7 +89,7 @@ def test_same_seed_same_files_and_force(sib_data: Path, tmp_path: Path) -> None:
     run_split(sib_data, b, val=0.25, seed=7)
     for f in ("train.csv", "val.csv", "classes.json"):
         assert (a / f).read_bytes() == (b / f).read_bytes()
-    with pytest.raises(LeukoError, match="--force"):
+    with pytest.raises(LeukoError, match="use force=True to overwrite"):
         run_split(sib_data, a, val=0.25, seed=7)
     run_split(sib_data, a, val=0.25, seed=8, force=True)
     assert json.loads((a / "split.json").read_text())["params"]["seed"] == 8
@@ -147,7 +147,7 @@ def test_pattern_column_none_and_bad_specs(tmp_path: Path) -> None:
     col = resolve_groups(mds, "column:patient")
     assert len(set(col)) == 3
     for bad, message in (
-        ("bogus", "--group-by must be auto, none"),
+        ("bogus", "^group_by must be auto, none"),
         ("column:nope", "no manifest column 'nope'"),
         ("pattern:([", "invalid regular expression"),
         ("pattern:zzz_never", "matched none of the"),
@@ -192,7 +192,7 @@ def test_exclude_drops_quarantined_and_conflicts(tmp_path: Path) -> None:
     assert len(every) == len(rels) - 4
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(LeukoError, match="--exclude .* is not readable dedupe report"):
+    with pytest.raises(LeukoError, match="^exclude .* is not readable dedupe report"):
         run_split(data, tmp_path / "s2", exclude=bad)
 
 

@@ -32,7 +32,7 @@ from .._util.parallel import bounded_map, workers
 from .._util.progress import SILENT, Reporter
 from .._util.unionfind import UnionFind
 from ..data.dataset import Dataset, Record, scan
-from ..errors import LeukoError
+from ..errors import ParameterError, opt
 from .candidates import (
     aspect_filter,
     coarse_check,
@@ -61,7 +61,8 @@ VERIFY_MIN = 0.97  # 48x48 high-pass colour correlation that confirms a near cop
 def check_threshold(threshold: int) -> None:
     """The one check of --threshold."""
     if not 0 <= threshold <= MAX_THRESHOLD:
-        raise LeukoError(f"--threshold must be between 0 and {MAX_THRESHOLD} (got {threshold})")
+        raise ParameterError("threshold", f"{opt('threshold')} must be between 0 and "
+                                          f"{MAX_THRESHOLD} (got {threshold})")
 
 
 # --------------------------------------------------------------------------- results

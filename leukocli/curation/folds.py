@@ -11,15 +11,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import LeukoError
+from ..errors import ParameterError, opt
 
 
 def check_folds(folds: int, fold: int | None = None) -> None:
     """The one check of --folds and --fold."""
     if folds < 2:
-        raise LeukoError(f"--folds must be at least 2 (got {folds})")
+        raise ParameterError("folds", f"{opt('folds')} must be at least 2 (got {folds})")
     if fold is not None and not 0 <= fold < folds:
-        raise LeukoError(f"--fold must be between 0 and {folds - 1} (got {fold})")
+        raise ParameterError("fold", f"{opt('fold')} must be between 0 and {folds - 1} "
+                                     f"(got {fold})")
 
 
 def assign_folds(
@@ -35,9 +36,9 @@ def assign_folds(
         raise ValueError("labels and groups differ in length")
     n_groups = len(set(groups))
     if n_groups < folds:
-        raise LeukoError(
-            f"{folds} folds need at least {folds} groups, but the data holds {n_groups}; "
-            "use fewer --folds or a finer --group-by"
+        raise ParameterError(
+            "folds", f"{folds} folds need at least {folds} groups, but the data holds "
+            f"{n_groups}; use fewer {opt('folds')} or a finer {opt('group_by')}"
         )
     out = np.full(len(labels), -1, dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)

@@ -15,7 +15,7 @@ from .._util.files import read_json_object
 from .._util.progress import SILENT, Reporter
 from .._util.unionfind import KeyedUnionFind
 from ..data.dataset import Dataset, Record
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, opt
 
 
 def check_group_spec(group_by: str) -> None:
@@ -25,19 +25,23 @@ def check_group_spec(group_by: str) -> None:
     if kind in ("auto", "none") and not sep:
         return
     if kind == "column" and not arg:
-        raise LeukoError("--group-by column:NAME needs a column name, e.g. column:patient")
+        raise ParameterError("group_by", f"{opt('group_by', 'column:NAME')} needs a column "
+                                         "name, e.g. column:patient")
     if kind == "pattern":
         if not arg:
-            raise LeukoError(r"--group-by pattern:REGEX needs a regex, e.g. pattern:^(\w+)_")
+            raise ParameterError("group_by", f"{opt('group_by', 'pattern:REGEX')} needs a "
+                                             r"regex, e.g. pattern:^(\w+)_")
         try:
             re.compile(arg)
         except re.error as exc:
-            raise LeukoError(f"--group-by pattern: invalid regular expression ({exc})") from None
+            raise ParameterError("group_by", f"{opt('group_by', 'pattern:')} invalid regular "
+                                             f"expression ({exc})") from None
         return
     if kind == "column":
         return
-    raise LeukoError(
-        f"--group-by must be auto, none, column:NAME or pattern:REGEX (got {group_by!r})"
+    raise ParameterError(
+        "group_by", f"{opt('group_by')} must be auto, none, column:NAME or pattern:REGEX "
+        f"(got {group_by!r})"
     )
 
 
@@ -125,8 +129,9 @@ def _pattern_groups(records: Sequence[Record], pattern: str, reporter: Reporter)
         key = next((g for g in m.groups() if g is not None), None) if rx.groups else None
         out.append(f"{r.label}/{key if key is not None else m.group(0)}")
     if misses == len(records):
-        raise LeukoError(
-            f"--group-by pattern:{pattern} matched none of the {len(records)} file names"
+        raise ParameterError(
+            "group_by", f"{opt('group_by', 'pattern:' + pattern)} matched none of the "
+            f"{len(records)} file names"
         )
     if misses:
         reporter.warn(
@@ -141,14 +146,16 @@ def load_exclusions(report: Path) -> tuple[set[str], int]:
     try:
         data = read_json_object(report, "dedupe report")
     except LeukoError as exc:
-        raise LeukoError(f"--exclude {exc}") from None
+        raise ParameterError("exclude", f"{opt('exclude')} {exc.template}") from None
     groups = data.get("groups")
     if not isinstance(groups, list):
-        raise LeukoError(f"--exclude {report}: not a dedupe report (no 'groups' list)")
+        raise ParameterError("exclude", f"{opt('exclude', report)}: not a dedupe report "
+                                        "(no 'groups' list)")
     drop: set[str] = set()
     for g in groups:
         if not isinstance(g, dict) or not isinstance(g.get("files"), list):
-            raise LeukoError(f"--exclude {report}: a group lacks its 'files' list")
+            raise ParameterError("exclude", f"{opt('exclude', report)}: a group lacks its "
+                                            "'files' list")
         files = [str(f) for f in g["files"]]
         keep = g.get("keep")
         if g.get("conflict"):

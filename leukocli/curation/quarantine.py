@@ -18,7 +18,7 @@ from typing import Any
 
 from .._util.files import PARTIAL_PREFIX, file_sha256, move_file, output_lock
 from .._util.progress import SILENT, Reporter
-from ..errors import Interrupted, LeukoError
+from ..errors import Interrupted, LeukoError, ParameterError, cmd, opt
 from .dedupe import Findings
 
 MANIFEST_VERSION = 1
@@ -89,10 +89,10 @@ def check_quarantine(data: Path, quarantine: Path | None) -> Path:
     """The quarantine folder for DATA, refusing CSV manifests and folders inside the tree."""
     data = data.expanduser().resolve()
     if data.is_file():
-        raise LeukoError(
-            f"--apply moves files, which would break the paths in {data}; "
-            "run dedupe on the class folder instead, or pass its --report to "
-            "`leuko split --exclude` to leave the files out without moving them"
+        raise ParameterError(
+            "apply", f"{opt('apply')} moves files, which would break the paths in {data}; "
+            f"run dedupe on the class folder instead, or pass its {opt('report')} to "
+            f"`{cmd('split', exclude='REPORT')}` to leave the files out without moving them"
         )
     qdir = (quarantine.expanduser() if quarantine else default_quarantine(data)).resolve()
     if _inside(qdir, data) or _inside(data, qdir):
@@ -282,8 +282,8 @@ def read_manifest(path: Path) -> Manifest:
     """
     p = path.expanduser()
     if p.is_dir():
-        raise LeukoError(f"{p} is a folder; --undo takes the manifest file inside the "
-                         "quarantine (dedupe-manifest-*.jsonl)")
+        raise ParameterError("undo", f"{p} is a folder; {opt('undo')} takes the manifest "
+                                     "file inside the quarantine (dedupe-manifest-*.jsonl)")
     if not p.is_file():
         raise LeukoError(f"{p}: no such manifest file")
     header, records, closed = _parse_lines(p)

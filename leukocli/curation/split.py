@@ -26,7 +26,7 @@ from .._util.files import (
 )
 from .._util.progress import SILENT, Reporter
 from ..data.dataset import Dataset, Record, require_classes, scan
-from ..errors import LeukoError
+from ..errors import LeukoError, ParameterError, opt
 from .groups import check_group_spec, load_exclusions, resolve_groups
 
 SPLIT_FILES = ("train.csv", "val.csv", "test.csv", "classes.json", "split.json")
@@ -36,8 +36,9 @@ _DRAWS = 200
 def check_fractions(val: float, test: float) -> None:
     """The one check of --val and --test."""
     if not 0 <= val < 1 or not 0 <= test < 1 or val + test >= 1:
-        raise LeukoError(
-            f"--val and --test must be in [0, 1) with a sum below 1 (got {val}, {test})"
+        raise ParameterError(
+            "val" if not 0 <= val < 1 else "test", f"{opt('val')} and {opt('test')} must be "
+            f"in [0, 1) with a sum below 1 (got {val}, {test})"
         )
 
 
@@ -142,11 +143,12 @@ def check_out(out: Path, force: bool) -> Path:
     """A writable --out that holds no split yet (or --force); checked before any work."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
-        raise LeukoError(f"--out {out} is a file, not a folder")
+        raise ParameterError("out", f"{opt('out', out)} is a file, not a folder")
     existing = [f for f in SPLIT_FILES if (out / f).exists()]
     if existing and not force:
         raise LeukoError(
-            f"{out} already holds a split ({existing[0]}); use --force to overwrite it"
+            f"{out} already holds a split ({existing[0]}); use {opt('force', True)} to "
+            "overwrite it"
         )
     return ensure_writable_dir(out)
 
@@ -233,7 +235,8 @@ def apply_exclude(ds: Dataset, exclude: Path, reporter: Reporter) -> tuple[Datas
     else:
         reporter.info(f"excluded {excluded} file(s) named by {n_groups} group(s) of {exclude}")
     if not kept:
-        raise LeukoError(f"--exclude {exclude} leaves no images to split")
+        raise ParameterError("exclude", f"{opt('exclude', exclude)} leaves no images to "
+                                        "split")
     return Dataset(ds.root, ds.source, ds.layout, kept, ds.problems, ds.classes), excluded
 
 
