@@ -9,11 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from ..errors import PYTHON, Spelling, spell
+
 Advance = Callable[..., None]
 
 
 class Reporter:
-    """Receives progress, notes and warnings from long operations; does nothing itself."""
+    """Receives progress, notes and warnings from long operations; does nothing itself.
+
+    A note may name a parameter (errors.opt); the core writes it in the reporter's
+    `spelling` (`spoken`), so a library caller reads `keep='best'` and the command line
+    `--keep best`.
+    """
+
+    spelling: Spelling = PYTHON
 
     def info(self, message: str) -> None:
         """A note worth showing a person (what is being done, where results went)."""
@@ -25,6 +34,11 @@ class Reporter:
     def task(self, description: str, total: int | None) -> Iterator[Advance]:
         """A counted step; call the yielded function with how many items were done."""
         yield _noop
+
+
+def spoken(reporter: Reporter, message: str) -> str:
+    """`message` with its marked parameters written as `reporter` writes them."""
+    return spell(message, getattr(reporter, "spelling", PYTHON))
 
 
 def _noop(n: int = 1, **fields: object) -> None:

@@ -95,6 +95,9 @@ class RichReporter(Reporter):
     """
 
     def __init__(self) -> None:
+        from .app import CLI  # notes name flags, as the command line's errors do
+
+        self.spelling = CLI
         self._progress: Progress | None = None
         self._depth = 0
 

@@ -24,7 +24,7 @@ from .._util.files import (
     file_sha256,
     output_lock,
 )
-from .._util.progress import SILENT, Reporter
+from .._util.progress import SILENT, Reporter, spoken
 from ..data.dataset import Dataset, Record, require_classes, scan
 from ..errors import LeukoError, ParameterError, opt
 from .groups import check_group_spec, load_exclusions, resolve_groups
@@ -229,9 +229,8 @@ def apply_exclude(ds: Dataset, exclude: Path, reporter: Reporter) -> tuple[Datas
     kept = [r for r in ds.records if r.rel not in drop]
     excluded = len(ds.records) - len(kept)
     if drop and not excluded:
-        reporter.warn(
-            f"--exclude {exclude}: none of its {len(drop)} files is in {ds.root}; wrong dataset?"
-        )
+        reporter.warn(spoken(reporter, f"{opt('exclude', exclude)}: none of its {len(drop)} "
+                             f"files is in {ds.root}; wrong dataset?"))
     else:
         reporter.info(f"excluded {excluded} file(s) named by {n_groups} group(s) of {exclude}")
     if not kept:
@@ -260,8 +259,8 @@ def load_grouped(
         from ..data.corrections import relabel_parts
 
         (ds,), done = relabel_parts([ds], relabel)
-        reporter.info(f"--relabel: {done['changed']} image(s) given another class, "
-                      f"{done['excluded']} left out")
+        reporter.info(spoken(reporter, f"{opt('relabel')}: {done['changed']} image(s) given "
+                             f"another class, {done['excluded']} left out"))
     require_classes(ds)
     return ds, resolve_groups(ds, group_by, reporter), excluded
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._util.files import atomic_write_json, atomic_write_text, ensure_writable_dir
-from .._util.progress import SILENT, Reporter
+from .._util.progress import SILENT, Reporter, spoken
 from ..data.dataset import Dataset, Record, parse_renames, scan
 from ..errors import LeukoError, ParameterError, cmd, opt
 from ..modeling.bundle import Bundle, ensemble_members, load_bundle, read_meta
@@ -80,7 +80,8 @@ def select_records(
     """Indices of the records to evaluate and their (mapped) labels."""
     for old in mapping:
         if old not in ds.classes:
-            reporter.warn(f"--map {old}={mapping[old]}: the data has no class {old!r}")
+            reporter.warn(spoken(reporter, f"{opt('mapping', f'{old}={mapping[old]}')}: the data "
+                                          f"has no class {old!r}"))
     known = set(classes)
     # a class named in another case is that class (PBC's folders are lower case)
     by_lower: dict[str, list[str]] = {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._util.progress import SILENT, Reporter
+from .._util.progress import SILENT, Reporter, spoken
 from ..errors import LeukoError, ParameterError, cmd, opt
 from ..evaluation.audit import AuditResult
 from .options import TrainOptions, new_run_dir
@@ -104,8 +104,8 @@ def _oof(data: Path, model: Path, reporter: Reporter
     missing = wanted - set(oof["path"])
     left_out = _left_out_by_cv(run, {p: rel[p] for p in missing})
     if left_out:
-        reporter.info(f"{len(left_out)} image(s) the cv run left out (its --exclude) are not "
-                      "audited")
+        reporter.info(spoken(reporter, f"{len(left_out)} image(s) the cv run left out (its "
+                             f"{opt('exclude')}) are not audited"))
         missing -= left_out
         wanted -= left_out
     if missing:
@@ -140,7 +140,8 @@ def _run_cv(data: Path, opts: TrainOptions, folds: int, group_by: str, run: Path
     run, plan = plan_run(data, out=run if run is not None else new_run_dir(prefix="audit-cv"),
                          folds=folds, fold=None, group_by=group_by, exclude=None, tta=1,
                          opts=opts, reporter=reporter)
-    reporter.info(f"no --model: cross-validating {data} into {run} first ({folds} folds)")
+    reporter.info(spoken(reporter, f"no {opt('model')}: cross-validating {data} into {run} "
+                         f"first ({folds} folds)"))
     prepare(run, plan, reporter)
     train_folds(run, plan, list(range(folds)), reporter)
     collect(run, reporter)

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from .._tf import tf
-from .._util.progress import SILENT, Reporter
+from .._util.progress import SILENT, Reporter, spoken
+from ..errors import opt
 from .options import PRECISIONS, STRATEGIES, choose
 
 
@@ -106,7 +107,8 @@ def make_strategy(name: str, reporter: Reporter = SILENT) -> tuple[tf.distribute
         return tf.distribute.get_strategy(), "default"
     devices = gpus if gpus else cpus
     if len(devices) < 2:
-        reporter.warn(f"--strategy mirrored with one device ({devices[0] if devices else 'cpu'})")
+        one = devices[0] if devices else "cpu"
+        reporter.warn(spoken(reporter, f"{opt('strategy', 'mirrored')} with one device ({one})"))
     strategy = tf.distribute.MirroredStrategy(devices=devices or None)
     n = strategy.num_replicas_in_sync
     return strategy, f"mirrored over {n} device(s): {', '.join(devices)}"
