@@ -40,7 +40,8 @@ _UNSET: Any = object()
 def opt(name: str, value: Any = _UNSET) -> str:
     """Mark the Python parameter `name` (with the value it was given, when the message
     shows one) in a message: `batch` / `keep='best'` for Python, `--keep best` for the CLI."""
-    shown = None if value is _UNSET else (value if isinstance(value, bool) else str(value))
+    shown = None if value is _UNSET else (
+        value if isinstance(value, bool | int | float) else str(value))
     return _MARK + json.dumps(["opt", name, shown]) + _MARK
 
 
@@ -53,7 +54,7 @@ def cli_only(text: str) -> str:
 def cmd(name: str, *args: Any, **options: Any) -> str:
     """Mark a step a caller can take, by its `lk.` function's name and arguments:
     `lk.train(out='runs/a')` for Python, `leuko train --out runs/a` for the CLI."""
-    shown = {k: v if isinstance(v, bool) else str(v) for k, v in options.items()}
+    shown = {k: v if isinstance(v, bool | int | float) else str(v) for k, v in options.items()}
     return _MARK + json.dumps(["cmd", name, [str(a) for a in args], shown]) + _MARK
 
 
@@ -63,12 +64,12 @@ class Spelling(Protocol):
 
     command_line: bool
 
-    def option(self, name: str, value: str | bool | None) -> str: ...
+    def option(self, name: str, value: str | float | None) -> str: ...
 
-    def command(self, name: str, args: list[str], options: dict[str, str | bool]) -> str: ...
+    def command(self, name: str, args: list[str], options: dict[str, str | float]) -> str: ...
 
 
-def _py_value(value: str | bool) -> str:
+def _py_value(value: str | float) -> str:
     """A placeholder such as DATASET stays bare; a real value reads as a Python literal."""
     return value if isinstance(value, str) and re.fullmatch(r"[A-Z_.]+", value) else repr(value)
 
@@ -78,12 +79,12 @@ class PythonSpelling:
 
     command_line = False
 
-    def option(self, name: str, value: str | bool | None) -> str:
+    def option(self, name: str, value: str | float | None) -> str:
         if name.isupper():  # an argument's placeholder (FOLDER), not a keyword
             return name
         return name if value is None else f"{name}={_py_value(value)}"
 
-    def command(self, name: str, args: list[str], options: dict[str, str | bool]) -> str:
+    def command(self, name: str, args: list[str], options: dict[str, str | float]) -> str:
         parts = [_py_value(a) for a in args] + [self.option(k, v) for k, v in options.items()]
         return f"lk.{name}({', '.join(parts)})"
 

@@ -275,3 +275,25 @@ def test_map_renames_classes_in_the_fold_manifests(tmp_path: Path) -> None:
     with pytest.raises(LeukoError, match="trained with mapping"):
         prepare(tmp_path / "run", CVPlan(str(tmp_path / "data"), 2, "auto", None, 1,
                                          TrainOptions()))
+
+
+def test_a_fold_job_of_a_saved_plan_is_checked_against_its_own_fold_count(
+    tiny_dataset, tmp_path: Path
+) -> None:
+    """`leuko cv --out RUN --fold 7` continues fold 7 of a saved 10-fold plan (what the
+    collect step tells a user to run), whatever the --folds default is."""
+    from leukocli.errors import ParameterError
+    from leukocli.training.cv import CVPlan, plan_run, prepare
+    from leukocli.training.options import TrainOptions
+
+    data = tiny_dataset(per_class=10)
+    run = tmp_path / "cv10"
+    options = TrainOptions(backbone="compact")
+    prepare(run, CVPlan(str(data), 10, "none", None, 1, options))
+    common = {"out": run, "folds": 5, "group_by": "auto", "exclude": None, "tta": 1,
+              "opts": options}
+    _, plan = plan_run(None, fold=7, **common)
+    assert plan.folds == 10
+    with pytest.raises(ParameterError) as err:
+        plan_run(None, fold=10, **common)
+    assert err.value.parameter == "fold"

@@ -42,7 +42,7 @@ def test_the_cli_spells_the_same_error_as_its_flags_and_commands() -> None:
     err = LeukoError(f"{opt('img_size', '8x8')} with {opt('batch', 4)}; run "
                      f"`{cmd('split', 'DATASET')}`, then `{cmd('train', resume=True, out='r')}`, "
                      f"`{cmd('cross_validate', fold='N')}` or use {opt('plant', False)}")
-    assert str(err) == ("img_size='8x8' with batch='4'; run `lk.split(DATASET)`, then "
+    assert str(err) == ("img_size='8x8' with batch=4; run `lk.split(DATASET)`, then "
                         "`lk.train(resume=True, out='r')`, `lk.cross_validate(fold=N)` or use "
                         "plant=False")
     assert err.spelled(CLI) == ("--img 8x8 with --batch 4; run `leuko split DATASET`, then "
@@ -62,3 +62,24 @@ def test_the_command_line_still_says_the_flag(tmp_path: Path) -> None:
                                       "--batch", "0", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert "--batch must be at least 1 (got 0)" in result.output
+
+
+def test_notes_name_the_parameter_for_python_and_the_flag_for_the_command_line() -> None:
+    """A reporter's warnings read as the caller writes: `keep='best'` from Python,
+    `--keep best` on the command line (the CLI's reporter spells the same marks)."""
+    from leukocli._util.progress import Collecting
+    from leukocli.cli.console import RichReporter
+    from leukocli.training.cv import plan_options
+    from leukocli.training.options import TrainOptions
+
+    mine = Collecting()
+    plan_options(TrainOptions(backbone="compact", keep="best"), mine)
+    assert mine.warnings and mine.warnings[0].startswith("keep='best' lets each held-out")
+    seen: list[str] = []
+
+    class Cli(RichReporter):
+        def warn(self, message: str) -> None:
+            seen.append(message)
+
+    plan_options(TrainOptions(backbone="compact", keep="best"), Cli())
+    assert seen and seen[0].startswith("--keep best lets each held-out")

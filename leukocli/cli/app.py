@@ -104,7 +104,7 @@ class CliSpelling:
 
     command_line = True
 
-    def option(self, name: str, value: str | bool | None) -> str:
+    def option(self, name: str, value: str | float | None) -> str:
         if name.isupper():  # an argument's placeholder (FOLDER), not a flag
             return name
         flag = FLAGS.get(name, "--" + name.replace("_", "-"))
@@ -112,7 +112,7 @@ class CliSpelling:
             return "--no-" + flag.removeprefix("--")
         return flag if value is None or value is True else f"{flag} {value}"
 
-    def command(self, name: str, args: list[str], options: dict[str, str | bool]) -> str:
+    def command(self, name: str, args: list[str], options: dict[str, str | float]) -> str:
         words = ["leuko", COMMANDS.get(name, name), *args]
         words += [self.option(k, v) for k, v in options.items()]
         return " ".join(words)

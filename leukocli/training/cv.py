@@ -28,7 +28,7 @@ from .._util.files import (
     output_lock,
     read_json_object,
 )
-from .._util.progress import SILENT, Reporter
+from .._util.progress import SILENT, Reporter, spoken
 from ..curation.folds import assign_folds, check_folds, thin_classes
 from ..curation.split import load_grouped
 from ..data.dataset import Record, parse_renames, relabel, require_classes
@@ -75,8 +75,8 @@ def plan_options(opts: TrainOptions, reporter: Reporter) -> TrainOptions:
     if opts.keep is None:
         opts = replace(opts, keep="last")
     elif opts.keep.strip().lower() == "best":
-        reporter.warn("--keep best lets each held-out fold choose its own epoch; the "
-                      "cross-validated figure will be optimistic")
+        reporter.warn(spoken(reporter, f"{opt('keep', 'best')} lets each held-out fold choose "
+                             "its own epoch; the cross-validated figure will be optimistic"))
     resolve(opts)
     return with_backbone(opts)
 
@@ -97,14 +97,17 @@ def plan_run(data: Path | None, *, out: Path | None, folds: int, fold: int | Non
     from ..curation.groups import check_group_spec
     from ..modeling.augment import check_tta
 
-    check_folds(folds, fold)
     check_tta(tta)
     if data is None:
         if out is None or not (Path(out) / CV_FILE).exists():
+            check_folds(folds, fold)
             raise LeukoError(f"give a dataset folder or CSV manifest (or {opt('out', 'RUN')} of "
                              f"a cv run to continue it{_OR_COLLECT})")
+        saved = load_plan(Path(out))
+        check_folds(saved.folds, fold)  # a fold job of a saved 10-fold run may be fold 7
         reporter.info(f"continuing {out} with its saved plan")
-        return Path(out), load_plan(Path(out))
+        return Path(out), saved
+    check_folds(folds, fold)
     if not Path(data).exists():
         raise LeukoError(f"{data}: no such file or directory")
     check_group_spec(group_by)
@@ -136,8 +139,8 @@ def prepare(
     labels = [r.label for r in ds.records]
     fold = assign_folds(labels, groups, plan.folds, plan.options.seed)
     for c in thin_classes(labels, groups, plan.folds):
-        reporter.warn(f"class {c} has fewer groups than --folds {plan.folds}: some folds "
-                      "hold none of it")
+        reporter.warn(spoken(reporter, f"class {c} has fewer groups than "
+                             f"{opt('folds', plan.folds)}: some folds hold none of it"))
     table = pd.DataFrame({"path": [str(r.path) for r in ds.records], "label": labels,
                           "group": groups, "fold": fold, "rel": [r.rel for r in ds.records]})
     for column in _extra_columns(ds.records, table.columns):  # a lab or site column, say
