@@ -5,7 +5,7 @@ backgrounds, and whole 640x480 fields on blue-green and pink. This puts the same
 held-out cells (none of their source photos trained the models) through those
 conditions and scores each model on every one, against the originals in the same run:
 
-    original     the file as it is
+    original     the photo as it is (re-saved as JPEG at quality 92, as all of them)
     tight-*      the located cell cut out with a small margin (the cell fills the crop),
                  the light re-balanced so the background is yellow, white or grey
     field-*      the photo in the middle of a 640x480 field of its own background (the
@@ -123,7 +123,16 @@ def cells(build: Path, per: int, seed: int) -> pd.DataFrame:
 
 
 def make_sets(table: pd.DataFrame, work: Path) -> dict[str, list[str]]:
-    """One JPEG (quality 92; 60 for lowres-jpeg) per cell and condition, made once."""
+    """One JPEG (quality 92, the original too; 60 for lowres-jpeg) per cell and condition,
+    made once: images made for other cells (another --per, --seed or --build) are removed."""
+    import shutil
+
+    listing = work / "cells.csv"
+    if work.exists() and (not listing.is_file()
+                          or listing.read_text() != table.to_csv(index=False)):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    listing.write_text(table.to_csv(index=False))
     out: dict[str, list[str]] = {c: [] for c in CONDITIONS}
     for i, path in enumerate(table.path):
         with Image.open(path) as src:

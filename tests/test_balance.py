@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import invoke
+
 from leukocli.data.dataset import oversample, scan
 from leukocli.errors import ParameterError
 from leukocli.training.options import TrainOptions
@@ -67,7 +67,11 @@ def test_missing_column_or_value_is_a_parameter_error(tiny_dataset, tmp_path: Pa
     with pytest.raises(ParameterError) as err:
         oversample(ds, "lab")
     assert err.value.parameter == "balance_by" and isinstance(err.value, ValueError)
-    assert "no column 'lab'" in str(err.value)
+    assert str(err.value).startswith("balance_by='lab': ") and "has no column 'lab'" in str(
+        err.value)
+    for own in ("label", "group"):
+        with pytest.raises(ParameterError, match="leuko reads"):
+            oversample(ds, own)
     blank = {f.name: "" for f in data.rglob("*.jpeg")}
     ds = scan(_manifest(tmp_path, data, "blank.csv", blank), check="none")
     with pytest.raises(ParameterError, match="have no 'site' value"):
@@ -78,7 +82,7 @@ def test_cli_refuses_a_folder_in_one_line(tiny_dataset) -> None:
     data = tiny_dataset(per_class=2)
     run = invoke("train", "--train", str(data), "--val", "none", "--backbone", "compact",
                  "--img", "64x64", "--epochs", "1", "--balance-by", "site")
-    run.one_line_error(2, "has no column 'site' to balance by --balance-by")
+    run.one_line_error(2, "--balance-by site needs a CSV manifest with that column")
 
 
 def test_split_keeps_the_manifests_own_columns(tiny_dataset, tmp_path: Path) -> None:
@@ -108,3 +112,4 @@ def test_cv_folds_keep_the_column_for_each_folds_training(tiny_dataset, tmp_path
         inputs = load_inputs(TrainOptions(train_csv=str(part), val_csv="none",
                                           balance_by="site"))
         assert inputs.manifests["train"]["balanced"]["times"]["a"] == 1
+

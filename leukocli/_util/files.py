@@ -210,7 +210,6 @@ def ensure_writable_dir(folder: Path, option: str = "out") -> Path:
     Checked before any work starts, so a read-only or mistaken output never costs a run,
     and a refused command leaves no empty folder behind.
     """
-    option = option.removeprefix("--").replace("-", "_")  # a flag given by older callers
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ParameterError(option, f"{opt(option)} {folder} is a file, not a folder")

@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._util.files import atomic_write_json, os_error_message, read_json_object
-from .._util.progress import SILENT, Reporter
-from ..data.dataset import Dataset, oversample, parse_renames, relabel, scan
+from .._util.progress import SILENT, Reporter, spoken
+from ..data.dataset import (
+    Dataset,
+    check_balance_column,
+    oversample,
+    parse_renames,
+    relabel,
+    scan,
+)
 from ..errors import LeukoError, cmd, opt
 from ..modeling.bundle import META_FILE, point_latest, resolve_run_dir, save_bundle
 from ..modeling.twin import TWIN_KEY
@@ -166,6 +173,8 @@ class Inputs:
 def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> Inputs:
     """Scan both splits and check they hold the same classes."""
     mapping = parse_renames(opts.mapping)
+    if opts.balance_by is not None:  # before any image is read
+        check_balance_column(Path(opts.train_csv), opts.balance_by)
     train = relabel(load_split(Path(opts.train_csv), "train", reporter), mapping)
     if has_val(opts):
         val = relabel(load_split(Path(opts.val_csv), "val", reporter), mapping)
@@ -176,8 +185,8 @@ def load_inputs(opts: TrainOptions, reporter: Reporter = SILENT) -> Inputs:
         from ..data.corrections import relabel_parts
 
         (train, val), relabelled = relabel_parts([train, val], opts.relabel)
-        reporter.info(f"--relabel: {relabelled['changed']} image(s) given another class, "
-                      f"{relabelled['excluded']} left out")
+        reporter.info(spoken(reporter, f"{opt('relabel')}: {relabelled['changed']} image(s) "
+                             f"given another class, {relabelled['excluded']} left out"))
     tr, va = set(train.classes), set(val.classes)
     if tr != va:
         parts = [f"only in {name}: {', '.join(sorted(s))}"
