@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import invoke
 
-from leukocli.data.dataset import oversample, scan
+from leukocli.data.balance import oversample
+from leukocli.data.dataset import scan
 from leukocli.errors import ParameterError
 from leukocli.training.options import TrainOptions
 from leukocli.training.run import load_inputs

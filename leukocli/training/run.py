@@ -17,14 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._util.files import atomic_write_json, os_error_message, read_json_object
 from .._util.progress import SILENT, Reporter, spoken
-from ..data.dataset import (
-    Dataset,
-    check_balance_column,
-    oversample,
-    parse_renames,
-    relabel,
-    scan,
-)
+from ..data.balance import check_balance_column, oversample
+from ..data.dataset import Dataset, parse_renames, relabel, scan
 from ..errors import LeukoError, cmd, opt
 from ..modeling.bundle import META_FILE, point_latest, resolve_run_dir, save_bundle
 from ..modeling.twin import TWIN_KEY
