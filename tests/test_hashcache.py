@@ -83,3 +83,21 @@ def test_interrupted_dedupe_resumes_from_what_it_hashed(
     assert len(calls) <= n - n // 2 + 3  # the threads may have run a little ahead
     assert _same(fresh, resumed)
     assert not list(hashcache.cache_dir().glob("hashes-*.part-*.npz"))
+
+
+def test_entries_of_changed_or_deleted_files_are_dropped(data: Path) -> None:
+    """The cache holds one entry per file that is still there as it was: an edited or
+    deleted image leaves nothing behind to be loaded by every later dedupe."""
+    find_duplicates(data)
+    images = sorted(p for p in data.rglob("*") if p.suffix in (".jpeg", ".jpg", ".png"))
+    gone, edited = images[0], images[1]
+    gone.unlink()
+    edited.write_bytes(edited.read_bytes() + b"\0")  # another size: another key
+    find_duplicates(data)
+    keys = [k for f in hashcache.cache_dir().glob("hashes-*.npz")
+            for k in hashcache._read(f)]
+    paths = [k.split("|", 1)[0] for k in keys]
+    assert len(paths) == len(set(paths))  # one entry per file
+    assert str(gone) not in paths
+    assert all(hashcache._key(Path(p)) == k for p, k in zip(paths, keys, strict=True))
+    assert str(edited) in paths

@@ -102,7 +102,11 @@ class HashCache:
         """Each folder's entries (earlier and new) into its one file; parts removed."""
         if not self.new and not self.parts:
             return
-        merged = {**self.loaded, **self.new}
+        current = set(self.keys)
+        # an entry whose file changed or went away can never match again: dropped, so the
+        # cache keeps one entry per file instead of growing with every edit
+        merged = {k: h for k, h in {**self.loaded, **self.new}.items()
+                  if k in current or _key(Path(k.split("|", 1)[0])) == k}
         if all(_write(_main_file(folder), entries)
                for folder, entries in _by_folder(merged).items() if folder in self.folders):
             for part in self.parts:
