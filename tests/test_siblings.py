@@ -155,3 +155,22 @@ def test_verifying_reports_progress_within_a_class(
     total, steps = bars.tasks["verifying siblings"]
     assert total == sum(steps) == 300
     assert len([s for s in steps if s]) >= 300 // verify._STEP
+
+
+def test_a_killed_splits_spill_folder_is_swept_and_a_live_ones_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 skips `finally`: the next split removes a dead process's verify folder
+    (a whole feature set), never a live one's, and its own when done."""
+    monkeypatch.setenv("LEUKO_CACHE_DIR", str(tmp_path))
+    root = keypoints.cache_dir()
+    dead = root / "verify-999999999-abc"  # no such process
+    live = root / "verify-1-abc"  # pid 1 is always there
+    for d in (dead, live):
+        d.mkdir(parents=True)
+        (d / "class-0.npz").write_bytes(b"x")
+    with verify._spilled([], {}) as jobs:
+        assert jobs == {}
+        mine = [d for d in root.glob("verify-*") if d not in (dead, live)]
+        assert len(mine) == 1
+    assert not dead.exists() and live.exists() and not mine[0].exists()

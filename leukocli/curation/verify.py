@@ -6,6 +6,7 @@ work. Split from `siblings` (which finds the candidates) so that each stays read
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -155,7 +156,9 @@ def _spilled(
     read-only disk) is sent the old way.
     """
     try:
-        tmp = Path(tempfile.mkdtemp(prefix="verify-", dir=_mkdirs(cache_dir())))
+        root = _mkdirs(cache_dir())
+        _sweep_dead(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f"verify-{os.getpid()}-", dir=root))
     except OSError:
         tmp = Path(tempfile.mkdtemp(prefix="leuko-verify-"))
     try:
@@ -170,6 +173,21 @@ def _spilled(
         yield jobs
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sweep_dead(root: Path) -> None:
+    """Remove what a killed split left (kill -9 or the OOM killer skip `finally`): a
+    `verify-<pid>-*` folder whose process is gone holds a whole feature set."""
+    for d in root.glob("verify-*-*"):
+        pid = d.name.split("-")[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            continue  # alive under another user, or no pid at all: left alone
 
 
 def _mkdirs(path: Path) -> Path:
