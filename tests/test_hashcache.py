@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from leukocli.curation import dedupe, hashcache
+from leukocli.curation import dedupe, hashcache, keypoints
 from leukocli.curation.dedupe import find_duplicates
 from leukocli.curation.hashing import ImageHashes, hash_image
 from leukocli.data.synth import make_dataset
@@ -73,16 +73,16 @@ def test_interrupted_dedupe_resumes_from_what_it_hashed(
     monkeypatch.setattr(hashcache, "SAVE_EVERY", 3)
     n = len([f for f in data.rglob("*") if f.is_file()])
     fresh = find_duplicates(data)
-    shutil.rmtree(hashcache.cache_dir())
+    shutil.rmtree(keypoints.cache_dir())
     _counting(monkeypatch, fail_after=n // 2)
     with pytest.raises(KeyboardInterrupt):
         find_duplicates(data)
-    assert list(hashcache.cache_dir().glob("hashes-*.part-*.npz"))
+    assert list(keypoints.cache_dir().glob("hashes-*.part-*.npz"))
     calls = _counting(monkeypatch)
     resumed = find_duplicates(data)
     assert len(calls) <= n - n // 2 + 3  # the threads may have run a little ahead
     assert _same(fresh, resumed)
-    assert not list(hashcache.cache_dir().glob("hashes-*.part-*.npz"))
+    assert not list(keypoints.cache_dir().glob("hashes-*.part-*.npz"))
 
 
 def test_entries_of_changed_or_deleted_files_are_dropped(data: Path) -> None:
@@ -94,7 +94,7 @@ def test_entries_of_changed_or_deleted_files_are_dropped(data: Path) -> None:
     gone.unlink()
     edited.write_bytes(edited.read_bytes() + b"\0")  # another size: another key
     find_duplicates(data)
-    keys = [k for f in hashcache.cache_dir().glob("hashes-*.npz")
+    keys = [k for f in keypoints.cache_dir().glob("hashes-*.npz")
             for k in hashcache._read(f)]
     paths = [k.split("|", 1)[0] for k in keys]
     assert len(paths) == len(set(paths))  # one entry per file

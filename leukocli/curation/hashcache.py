@@ -9,9 +9,7 @@ SAVE_EVERY images and when the work stops early, and merged away at the end.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,13 +18,13 @@ import numpy as np
 from .._util.files import atomic_write
 from ..errors import LeukoError
 from .hashing import HASH_SIDE, THUMB, ImageHashes
-from .keypoints import cache_dir
+from .keypoints import folder_file, new_part, part_files
 
 SAVE_EVERY = 20_000  # hashing is quick: this many images is well under a minute's work
 
 
 def _main_file(folder: str) -> Path:
-    return cache_dir() / f"hashes-{hashlib.sha1(str(folder).encode()).hexdigest()[:16]}.npz"
+    return folder_file("hashes", folder)
 
 
 def _read(f: Path) -> dict[str, ImageHashes]:
@@ -72,7 +70,7 @@ class HashCache:
         self.parts: list[Path] = []
         for folder in self.folders:
             main = _main_file(folder)
-            parts = sorted(main.parent.glob(f"{main.stem}.part-*.npz"))
+            parts = part_files(main)
             self.parts += parts
             for f in [main, *parts]:
                 if f.exists():
@@ -92,8 +90,7 @@ class HashCache:
     def flush(self) -> None:
         """The hashes added since the last flush, into one part file per folder."""
         for folder, entries in _by_folder(self._pending).items():
-            main = _main_file(folder)
-            part = main.with_name(f"{main.stem}.part-{uuid.uuid4().hex[:12]}.npz")
+            part = new_part(_main_file(folder))
             if _write(part, entries):
                 self.parts.append(part)
         self._pending = {}

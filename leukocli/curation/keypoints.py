@@ -94,6 +94,21 @@ def file_key(path: Path) -> str:
 SAVE_EVERY = 2000  # new features written to a part file this often during extraction
 
 
+def folder_file(kind: str, folder: str | Path) -> Path:
+    """The cache's one file of `kind` ("features", "hashes") for one image folder."""
+    return cache_dir() / f"{kind}-{hashlib.sha1(str(folder).encode()).hexdigest()[:16]}.npz"
+
+
+def part_files(main: Path) -> list[Path]:
+    """The part files an unfinished run wrote beside `main` (merged away by the next save)."""
+    return sorted(main.parent.glob(f"{main.stem}.part-*.npz"))
+
+
+def new_part(main: Path) -> Path:
+    """A part file's name no other run can take."""
+    return main.with_name(f"{main.stem}.part-{uuid.uuid4().hex[:12]}.npz")
+
+
 class _FeatureCache:
     """Per-folder npz files of features, matched entry by entry on path+size+mtime.
 
@@ -108,13 +123,12 @@ class _FeatureCache:
         self.parts: list[Path] = []
 
     def _file(self, folder: Path) -> Path:
-        h = hashlib.sha1(str(folder).encode()).hexdigest()[:16]
-        return self.root / f"features-{h}.npz"
+        return folder_file("features", folder)
 
     def load(self, folders: set[Path]) -> None:
         for folder in folders:
             main = self._file(folder)
-            parts = sorted(main.parent.glob(f"{main.stem}.part-*.npz"))
+            parts = part_files(main)
             self.parts += parts
             for f in [main, *parts]:
                 if f.exists():
@@ -126,8 +140,7 @@ class _FeatureCache:
         return write_features(self._file(folder), keys, feats)
 
     def save_part(self, folder: Path, keys: list[str], feats: list[Features]) -> None:
-        main = self._file(folder)
-        part = main.with_name(f"{main.stem}.part-{uuid.uuid4().hex[:12]}.npz")
+        part = new_part(self._file(folder))
         if write_features(part, keys, feats):
             self.parts.append(part)
 
