@@ -25,7 +25,7 @@ from .._util.files import (
     output_lock,
 )
 from .._util.progress import SILENT, Reporter, spoken
-from ..data.dataset import Dataset, Record, require_classes, scan
+from ..data.dataset import Dataset, Record, add_own_columns, require_classes, scan
 from ..errors import LeukoError, ParameterError, opt
 from .groups import check_group_spec, load_exclusions, resolve_groups
 
@@ -167,9 +167,7 @@ def _frame(records: Sequence[Record], idx: list[int], groups: Sequence[str],
         },
         columns=["path", "label", "label_id", "group", "rel"],
     )
-    # the manifest's own columns (a lab, a site) go along, for train's balance_by
-    for column in sorted({c for i in idx for c in records[i].extra} - set(frame.columns)):
-        frame[column] = [records[i].extra.get(column, "") for i in idx]
+    add_own_columns(frame, [records[i] for i in idx])
     return frame.to_csv(index=False)
 
 

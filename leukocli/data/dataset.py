@@ -114,6 +114,14 @@ def relabel(ds: Dataset, mapping: dict[str, str]) -> Dataset:
     return Dataset(ds.root, ds.source, ds.layout, records, ds.problems, classes)
 
 
+def add_own_columns(frame: pd.DataFrame, records: Sequence[Record]) -> None:
+    """Add a manifest's own columns (a lab, a site) to a table of its records, row for
+    row, so the parts written from it (split's, cv's folds) keep them: train's
+    `balance_by` finds its column there."""
+    for column in sorted({c for r in records for c in r.extra} - set(frame.columns)):
+        frame[column] = [r.extra.get(column, "") for r in records]
+
+
 def require_classes(ds: Dataset, minimum: int = 2) -> None:
     """A classifier needs two classes: refuse one-class data before any work is done."""
     found = sorted({r.label for r in ds.records})

@@ -13,7 +13,6 @@ train one fold of it (`fold=i`) before one `collect` assembles the figures:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from .._util.files import (
 from .._util.progress import SILENT, Reporter, spoken
 from ..curation.folds import assign_folds, check_folds, thin_classes
 from ..curation.split import load_grouped
-from ..data.dataset import Record, parse_renames, relabel, require_classes
+from ..data.dataset import add_own_columns, parse_renames, relabel, require_classes
 from ..errors import Interrupted, LeukoError, cli_only, cmd, opt
 from ..modeling.bundle import META_FILE, MODEL_FILE, load_bundle, point_latest, write_ensemble
 from .options import TrainOptions, new_run_dir, resolve, with_backbone
@@ -143,8 +142,7 @@ def prepare(
                              f"{opt('folds', plan.folds)}: some folds hold none of it"))
     table = pd.DataFrame({"path": [str(r.path) for r in ds.records], "label": labels,
                           "group": groups, "fold": fold, "rel": [r.rel for r in ds.records]})
-    for column in _extra_columns(ds.records, table.columns):  # a lab or site column, say
-        table[column] = [r.extra.get(column, "") for r in ds.records]
+    add_own_columns(table, ds.records)
     with output_lock(run, "leuko cv (planning)"):
         if saved.exists():  # another job planned it meanwhile
             _check_same_plan(run, plan)
@@ -167,13 +165,6 @@ def _check_same_plan(run: Path, plan: CVPlan) -> None:
         if key not in ("train_csv", "val_csv") and old["options"].get(key) != value:
             raise LeukoError(f"{run} holds a cv run trained with {key}={old['options'].get(key)!r}"
                              f", not {value!r}; use another {opt('out')}")
-
-
-def _extra_columns(records: Sequence[Record], taken: Iterable[str]) -> list[str]:
-    """The manifest's own columns beyond leuko's, kept in the folds (so that, e.g.,
-    `balance_by` finds its column in every fold's training part)."""
-    taken = set(taken)
-    return sorted({c for r in records for c in r.extra} - taken)
 
 
 def _write_fold_manifests(run: Path, k: int, table: pd.DataFrame) -> None:
