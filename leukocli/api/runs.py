@@ -98,11 +98,7 @@ def cross_validate(data: PathLike | None = None, *, folds: int = 5, fold: int | 
                             out=None if out is None else Path(out), folds=folds, fold=fold,
                             group_by=group_by, exclude=None if exclude is None else Path(exclude),
                             tta=tta, opts=opts, reporter=reporter)
-    cv.prepare(run, plan, reporter)
-    cv.train_folds(run, plan, [fold] if fold is not None else list(range(plan.folds)), reporter)
-    if fold is not None or cv.missing_folds(run, plan):
-        return None
-    return cv.collect(run, reporter)
+    return cv.run_planned(run, plan, fold, reporter)
 
 
 

@@ -59,20 +59,16 @@ def cv(
 
 
 def _run(run: Path, plan: Any, fold: int | None, reporter: RichReporter) -> None:
-    from ..training.cv import collect as collect_run
-    from ..training.cv import missing_folds, prepare, train_folds
+    from ..training.cv import missing_folds, run_planned
 
-    prepare(run, plan, reporter)
-    which = [fold] if fold is not None else list(range(plan.folds))
-    train_folds(run, plan, which, reporter)
-    left = missing_folds(run, plan)
-    if fold is not None or left:
-        done = plan.folds - len(left)
-        console.print(f"{done} of {plan.folds} folds done in {run}"
-                      + (f"; collect with: leuko cv --collect {run}" if not left else ""),
-                      soft_wrap=True)
+    metrics = run_planned(run, plan, fold, reporter)
+    if metrics is not None:
+        render(metrics, run)
         return
-    render(collect_run(run, reporter), run)
+    left = missing_folds(run, plan)
+    console.print(f"{plan.folds - len(left)} of {plan.folds} folds done in {run}"
+                  + (f"; collect with: leuko cv --collect {run}" if not left else ""),
+                  soft_wrap=True)
 
 
 def render(m: dict[str, Any], run: Path) -> None:

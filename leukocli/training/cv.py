@@ -308,3 +308,15 @@ def _per_fold(run: Path, plan: CVPlan, oof: pd.DataFrame) -> dict[str, Any]:
         "images": [int(n) for n in oof.groupby("fold", sort=True).size()],
         "train_seconds": seconds, "train_seconds_total": float(sum(seconds)),
     }
+
+
+def run_planned(run: Path, plan: CVPlan, fold: int | None = None,
+                reporter: Reporter = SILENT) -> dict[str, Any] | None:
+    """Write the plan, train the folds asked for (one, or every one not done) and collect
+    once all are done: `leuko cv` and `lk.cross_validate` alike. None while folds are
+    missing (a fold job, or an interrupted run); `missing_folds` says which."""
+    prepare(run, plan, reporter)
+    train_folds(run, plan, [fold] if fold is not None else list(range(plan.folds)), reporter)
+    if fold is not None or missing_folds(run, plan):
+        return None
+    return collect(run, reporter)
