@@ -230,7 +230,8 @@ def ensure_writable_dir(folder: Path, option: str = "out") -> Path:
     return folder
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -261,7 +262,7 @@ def output_lock(folder: Path, what: str) -> Iterator[Path]:
             holder = _read_lock(lock)
             pid = int(holder.get("pid", -1))
             same_host = holder.get("host") in (None, me["host"])
-            if pid > 0 and same_host and not _pid_alive(pid):
+            if pid > 0 and same_host and not pid_alive(pid):
                 lock.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             if not holder:  # being written this instant, or unreadable: look again

@@ -16,6 +16,7 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
+from .._util.files import pid_alive
 from .._util.parallel import workers
 from .._util.progress import Reporter
 from .._util.unionfind import UnionFind
@@ -183,11 +184,11 @@ def _sweep_dead(root: Path) -> None:
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+            alive = pid_alive(int(pid))
+        except OverflowError:
+            continue  # no pid at all: left alone
+        if not alive:
             shutil.rmtree(d, ignore_errors=True)
-        except (PermissionError, OverflowError):
-            continue  # alive under another user, or no pid at all: left alone
 
 
 def _mkdirs(path: Path) -> Path:
