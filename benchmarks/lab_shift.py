@@ -98,7 +98,6 @@ def field(rgb: np.ndarray) -> np.ndarray:
 
 
 def render(img: Image.Image, how: str) -> Image.Image:
-    rgb = np.asarray(img, np.float32)
     if how == "original":
         return img
     if how == "lowres-jpeg":
@@ -107,7 +106,7 @@ def render(img: Image.Image, how: str) -> Image.Image:
     if how.startswith("tight-"):
         rgb = np.asarray(tight(img), np.float32)
     else:
-        rgb = field(rgb)
+        rgb = field(np.asarray(img, np.float32))
     return Image.fromarray(recolour(rgb, BACKGROUNDS[how]).astype(np.uint8))
 
 
