@@ -9,6 +9,7 @@ and `fine_check` decide on pixels, because stained smears all look alike to a ha
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from .._util.progress import SILENT, Reporter
 from .hashing import N_TRANSFORMS, correlation, dihedral, fine_features, swaps_axes
 
 MAX_ROWS = 1 << 19  # bucket hits expanded at once while matching hashes (bounds memory)
+BOUND_DIMS = 32  # dimensions of CoarseBound's projection
+BOUND_SLACK = 0.5  # of a 256-term dot product of unit-RMS features: float32 rounding is ~1e-3
+PROBES = 1 << 21  # bucket probes made at once (a 22-bit radius-3 probe is 1,794 keys)
 ASPECT_TOLERANCE = 0.05  # |log(aspect ratio)| difference allowed between copies
 _INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # inverse of each dihedral transform
 _DENSE_WIDTH = 22  # segments up to this many bits are bucketed in a flat count table
@@ -28,21 +32,60 @@ _DENSE_WIDTH = 22  # segments up to this many bits are bucketed in a flat count 
 def segments(threshold: int) -> tuple[list[tuple[int, int]], int]:
     """Split 64 bits into m (start, width) segments and a per-segment radius threshold // m.
 
-    Few segments with radius <= 2 keep both the probe count and the buckets small.
+    Wide segments (up to 22 bits, three for the default threshold 10) with radius <= 3:
+    smear hashes crowd into a small part of the 64-bit space, so 16-bit segments put a
+    seventh of all pairs in one bucket hit and the bucket hits, not the probes, grew as
+    N squared (57 M hits for 0.9 M candidates at 10,000 images; three segments: 3.7 M).
     """
-    m = threshold + 1 if threshold <= 3 else max(4, math.ceil((threshold + 1) / 3))
+    m = threshold + 1 if threshold <= 3 else max(3, math.ceil((threshold + 1) / 4))
     bounds = [round(64 * s / m) for s in range(m + 1)]
     return [(bounds[s], bounds[s + 1] - bounds[s]) for s in range(m)], threshold // m
 
 
 def flip_masks(width: int, radius: int) -> np.ndarray:
     """All width-bit values with at most `radius` bits set: the probes around a key."""
-    masks = [0]
-    if radius >= 1:
-        masks += [1 << a for a in range(width)]
-    if radius >= 2:
-        masks += [(1 << a) | (1 << b) for a in range(width) for b in range(a + 1, width)]
+    masks = [sum(1 << a for a in bits) for r in range(radius + 1)
+             for bits in itertools.combinations(range(width), r)]
     return np.array(masks, dtype=np.uint64)
+
+
+def balanced_bits(base: np.ndarray, segs: list[tuple[int, int]]) -> np.ndarray:
+    """A bit order (new position -> old bit) that deals each segment bits of alike entropy.
+
+    pHash bits of smears are far from fair (some are nearly always 0), and a segment
+    made of such bits is one huge bucket. Any split of the 64 bits into segments keeps
+    the pigeonhole guarantee, so the bits are dealt by entropy, most informative first,
+    in a snake over the segments.
+    """
+    ones = np.array([np.count_nonzero((base >> np.uint64(b)) & np.uint64(1)) for b in range(64)])
+    p = ones / max(len(base), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.nan_to_num(p * np.log2(p)) - np.nan_to_num((1 - p) * np.log2(1 - p))
+    free = [list(range(start, start + width)) for start, width in segs]
+    order = np.empty(64, dtype=np.int64)
+    s, step = 0, 1
+    for b in np.argsort(-ent, kind="stable").tolist():
+        while not free[s]:
+            s, step = _snake(s, step, len(segs))
+        order[free[s].pop(0)] = b
+        s, step = _snake(s, step, len(segs))
+    return order
+
+
+def _snake(s: int, step: int, m: int) -> tuple[int, int]:
+    """The next segment of a 0, 1, .., m-1, m-1, .., 0, 0, 1, .. deal."""
+    if 0 <= s + step < m:
+        return s + step, step
+    return s, -step
+
+
+def permute_bits(hashes: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """hashes with bit `order[p]` moved to position p (Hamming distances unchanged)."""
+    out = np.zeros_like(hashes)
+    one = np.uint64(1)
+    for pos, b in enumerate(order.tolist()):
+        out |= ((hashes >> np.uint64(b)) & one) << np.uint64(pos)
+    return out
 
 
 @dataclass
@@ -68,6 +111,8 @@ class SegmentIndex:
             self.counts = np.bincount(ikeys, minlength=1 << width).astype(np.int64)
             self.first = np.cumsum(self.counts) - self.counts
             self.order = np.argsort(ikeys, kind="stable")
+            self.full = self.counts > 0
+            self.imasks = self.masks.astype(np.int64)
         else:
             self.order = np.argsort(keys, kind="stable")
             self.sorted_keys = keys[self.order]
@@ -78,12 +123,11 @@ class SegmentIndex:
     def probe(self, qkeys: np.ndarray, offset: int) -> _Hits:
         """Every non-empty bucket within the radius of each query key."""
         n_masks = len(self.masks)
-        if self.dense:
-            masks = self.masks.astype(np.int64)
-            probes = (qkeys.astype(np.int64)[:, None] ^ masks[None, :]).ravel()
-            sizes = self.counts[probes]
-            hit = np.flatnonzero(sizes)
-            return _Hits(offset + hit // n_masks, sizes[hit], self.first[probes[hit]])
+        if self.dense:  # a byte table of full buckets first: most probes miss
+            probes = (qkeys.astype(np.int64)[:, None] ^ self.imasks[None, :]).ravel()
+            hit = np.flatnonzero(np.take(self.full, probes))
+            keys = probes[hit]
+            return _Hits(offset + hit // n_masks, self.counts[keys], self.first[keys])
         probes = (qkeys[:, None] ^ self.masks[None, :]).ravel()
         lo = np.searchsorted(self.sorted_keys, probes, side="left")
         sizes = np.searchsorted(self.sorted_keys, probes, side="right") - lo
@@ -125,16 +169,18 @@ def iter_candidates(
     """
     n = len(hashes)
     segs, radius = segments(threshold)
+    hashes = permute_bits(hashes, balanced_bits(hashes[:, 0], segs))
     base = hashes[:, 0]
     earlier: list[np.uint64] = []
     for start, width in segs:
         index = SegmentIndex(base, start, width, radius)
+        rows = _probe_rows(chunk, len(index.masks))
         for k in usable_transforms(hashes.shape[1], log_aspect):
             qkeys = index.keys(hashes[:, k])
-            for a in range(0, n, chunk):
+            for a in range(0, n, rows):
                 if on_step is not None:
                     on_step()
-                hits = index.probe(qkeys[a : a + chunk], a)
+                hits = index.probe(qkeys[a : a + rows], a)
                 if len(hits.rows) == 0:
                     continue
                 for part in _pieces(hits.sizes):
@@ -183,7 +229,16 @@ def count_steps(
 ) -> int:
     """How many times iter_candidates calls on_step (for a progress bar)."""
     ks = usable_transforms(hashes.shape[1], log_aspect)
-    return len(segments(threshold)[0]) * len(ks) * math.ceil(len(hashes) / chunk)
+    segs, radius = segments(threshold)
+    steps = 0
+    for _start, width in segs:
+        steps += math.ceil(len(hashes) / _probe_rows(chunk, len(flip_masks(width, radius))))
+    return steps * len(ks)
+
+
+def _probe_rows(chunk: int, n_masks: int) -> int:
+    """Query rows probed at once: at most `chunk`, and about PROBES probes (memory)."""
+    return max(64, min(chunk, PROBES // n_masks))
 
 
 def unique_rows(rows: np.ndarray) -> np.ndarray:
@@ -225,6 +280,51 @@ def coarse_check(coarse: np.ndarray, cand: np.ndarray) -> np.ndarray:
         a = np.ascontiguousarray(dihedral(coarse[cand[s, 0]], k, axes=(1, 2)))
         sims[s] = correlation(a, coarse[cand[s, 1]])
     return sims
+
+
+class CoarseBound:
+    """An upper bound of `coarse_check`, from a few dimensions: a cheap proof that a pair
+    cannot pass, so that only the few that may go to the full 16x16 check.
+
+    With a_P, b_P the projections on an orthonormal basis P and a_R, b_R the rest,
+    a . b = a_P . b_P + a_R . b_R <= a_P . b_P + |a_R| |b_R| (Cauchy-Schwarz), for any P.
+    P spans the main directions of the features (over every transform, from a sample
+    of images), where most of a pair's difference shows. A hash proposes pairs as N
+    squared on copies of one photo (all smears hash alike); the bound rejects most.
+    """
+
+    def __init__(self, coarse: np.ndarray, ks: list[int], dims: int = BOUND_DIMS) -> None:
+        n = len(coarse)
+        flat = _flat(coarse)
+        sample = coarse[:: max(1, n // 4096)]
+        rows = np.concatenate([_flat(dihedral(sample, k, axes=(1, 2)))
+                               for k in range(N_TRANSFORMS)])
+        _, vecs = np.linalg.eigh(rows.T @ rows)
+        basis = vecs[:, ::-1][:, : min(dims, flat.shape[1])]
+        sq = (flat * flat).sum(axis=1)
+        self.proj: dict[int, np.ndarray] = {}
+        self.rest: dict[int, np.ndarray] = {}
+        for k in sorted({0, *ks}):
+            y = np.concatenate([_flat(dihedral(coarse[a : a + 8192], k, axes=(1, 2))) @ basis
+                                for a in range(0, n, 8192)])
+            self.proj[k] = y.astype(np.float32)
+            self.rest[k] = np.sqrt(np.maximum(sq - (y * y).sum(axis=1), 0.0)).astype(np.float32)
+        self.size = flat.shape[1]
+
+    def may_pass(self, cand: np.ndarray, minimum: float) -> np.ndarray:
+        """False where coarse_check(cand) < minimum for certain (float slack included)."""
+        ok = np.zeros(len(cand), dtype=bool)
+        for k in np.unique(cand[:, 2]).tolist():
+            s = np.nonzero(cand[:, 2] == k)[0]
+            i, j = cand[s, 0], cand[s, 1]
+            top = np.einsum("ij,ij->i", self.proj[k][i], self.proj[0][j]).astype(np.float64)
+            top += self.rest[k][i].astype(np.float64) * self.rest[0][j]
+            ok[s] = top >= minimum * self.size - BOUND_SLACK
+        return ok
+
+
+def _flat(features: np.ndarray) -> np.ndarray:
+    return features.reshape(len(features), -1).astype(np.float64)
 
 
 def fine_check(

@@ -34,12 +34,14 @@ from .._util.unionfind import UnionFind
 from ..data.dataset import Dataset, Record, scan
 from ..errors import ParameterError, opt
 from .candidates import (
+    CoarseBound,
     aspect_filter,
     coarse_check,
     count_steps,
     fine_check,
     iter_candidates,
     unique_rows,
+    usable_transforms,
 )
 from .hashcache import HashCache
 from .hashing import (
@@ -311,12 +313,14 @@ def _link_near(
     thumbs = images.thumbs[idx]
     coarse = np.concatenate([coarse_features(thumbs[a : a + 1024])
                              for a in range(0, len(idx), 1024)])
+    bound = CoarseBound(coarse, usable_transforms(hashes.shape[1], aspect))
     n_cand = 0
     kept: list[np.ndarray] = []
     with reporter.task("matching hashes", count_steps(hashes, threshold, aspect)) as advance:
         for block in iter_candidates(hashes, threshold, aspect, on_step=advance):
             block = aspect_filter(block, aspect)
             n_cand += len(block)
+            block = block[bound.may_pass(block, COARSE_MIN)]
             kept.append(block[coarse_check(coarse, block) >= COARSE_MIN])
     cand = unique_rows(np.concatenate(kept)) if kept else np.zeros((0, 4), dtype=np.int64)
     sims = fine_check(thumbs, cand, reporter=reporter)
