@@ -295,21 +295,23 @@ class CoarseBound:
 
     def __init__(self, coarse: np.ndarray, ks: list[int], dims: int = BOUND_DIMS) -> None:
         n = len(coarse)
-        flat = _flat(coarse)
+        self.size = int(np.prod(coarse.shape[1:]))
         sample = coarse[:: max(1, n // 4096)]
         rows = np.concatenate([_flat(dihedral(sample, k, axes=(1, 2)))
                                for k in range(N_TRANSFORMS)])
         _, vecs = np.linalg.eigh(rows.T @ rows)
-        basis = vecs[:, ::-1][:, : min(dims, flat.shape[1])]
-        sq = (flat * flat).sum(axis=1)
+        basis = vecs[:, ::-1][:, : min(dims, self.size)]
         self.proj: dict[int, np.ndarray] = {}
         self.rest: dict[int, np.ndarray] = {}
         for k in sorted({0, *ks}):
-            y = np.concatenate([_flat(dihedral(coarse[a : a + 8192], k, axes=(1, 2))) @ basis
-                                for a in range(0, n, 8192)])
-            self.proj[k] = y.astype(np.float32)
-            self.rest[k] = np.sqrt(np.maximum(sq - (y * y).sum(axis=1), 0.0)).astype(np.float32)
-        self.size = flat.shape[1]
+            proj, rest = [], []
+            for a in range(0, n, 8192):  # in slices: float64 copies of all features are large
+                x = _flat(dihedral(coarse[a : a + 8192], k, axes=(1, 2)))
+                y = x @ basis
+                proj.append(y.astype(np.float32))
+                rest.append(np.sqrt(np.maximum((x * x).sum(1) - (y * y).sum(1), 0.0)))
+            self.proj[k] = np.concatenate(proj)
+            self.rest[k] = np.concatenate(rest).astype(np.float32)
 
     def may_pass(self, cand: np.ndarray, minimum: float) -> np.ndarray:
         """False where coarse_check(cand) < minimum for certain (float slack included)."""
