@@ -5,8 +5,11 @@ it never saw, where a blood-cells model of the `cpu` recipe cross-validates at 8
 screen trains variants of the recipe on blood-cells alone and scores each on the held
 fifth of the photos (grouped by the recovered source photo, so no sibling of a scored
 photo trained it) and, zero-shot, on 2,000 PBC cells of the 4 shared classes (500 a
-class), the robustness the recipe exists for. Variants, each one change:
+class), the robustness the recipe exists for. Variants, each one change from `domain`
+or from `cpu`:
 
+- `cpu`: leuko's default recipe, the in-domain baseline (crop 128, the `strong`
+  augmentation, no normalisation layers);
 - `domain`: the recipe as shipped (crop 96, the `domain` augmentation, background and
   stain normalised inside the model);
 - `domain-c128`: the same with a 128-pixel cell crop, the `cpu` recipe's;
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 SHARED = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
-VARIANTS = ("domain", "domain-c128", "domain-mild", "cpu-norm")
+VARIANTS = ("cpu", "domain", "domain-c128", "domain-mild", "cpu-norm")
 
 
 def register_variants() -> None:
