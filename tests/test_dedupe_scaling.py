@@ -15,15 +15,14 @@ from scipy.ndimage import gaussian_filter
 from leukocli._util.bits import popcount
 from leukocli.curation import candidates
 from leukocli.curation.candidates import (
-    CoarseBound,
     balanced_bits,
-    coarse_check,
     iter_candidates,
     permute_bits,
     unique_rows,
 )
 from leukocli.curation.dedupe import COARSE_MIN, find_duplicates
 from leukocli.curation.hashing import coarse_features, dihedral
+from leukocli.curation.pixelcheck import CoarseBound, coarse_check
 from leukocli.data.synth import make_dataset
 
 _INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)

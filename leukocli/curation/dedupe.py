@@ -34,11 +34,8 @@ from .._util.unionfind import UnionFind
 from ..data.dataset import Dataset, Record, scan
 from ..errors import ParameterError, opt
 from .candidates import (
-    CoarseBound,
     aspect_filter,
-    coarse_check,
     count_steps,
-    fine_check,
     iter_candidates,
     unique_rows,
     usable_transforms,
@@ -54,6 +51,7 @@ from .hashing import (
     phash_variants,
     pixel_digest,
 )
+from .pixelcheck import CoarseBound, coarse_check, fine_check
 
 MAX_THRESHOLD = 32
 COARSE_MIN = 0.90  # 16x16 high-pass correlation a candidate needs before the fine check
