@@ -47,6 +47,7 @@ def test_index_matches_brute_force_on_skewed_bits(t: int) -> None:
     hashes = _skewed_hashes(rng, 400, 3)
     rows = list(iter_candidates(hashes, t, chunk=97))
     got = {tuple(r) for r in unique_rows(np.concatenate(rows))[:, :3].tolist()} if rows else set()
+    assert len(got) == sum(len(r) for r in rows)  # a pair near both ways still comes once
     want = set()
     for k in range(hashes.shape[1]):
         d = popcount(hashes[:, k][:, None] ^ hashes[:, 0][None, :])
@@ -54,6 +55,23 @@ def test_index_matches_brute_force_on_skewed_bits(t: int) -> None:
             if i != j:
                 want.add((int(i), int(j), k) if i < j else (int(j), int(i), _INVERSE[k]))
     assert got == want
+
+
+@pytest.mark.parametrize("t", range(33))
+def test_segment_radii_keep_the_pigeonhole(t: int) -> None:
+    """Hashes more than t apart differ by more than r_s in some segment s only if the
+    radii r_s + 1 add up to t + 1: then no pair within t can slip through all of them."""
+    segs, radii = candidates.segments(t)
+    assert sum(w for _, w in segs) == 64 and len(radii) == len(segs)
+    assert sum(r + 1 for r in radii) == t + 1 and max(radii) - min(radii) <= 1
+
+
+def test_the_most_crowded_segment_gets_the_smallest_radius() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 2**63, size=500, dtype=np.uint64)
+    base &= ~np.uint64(0x3FFFFF << 21)  # the middle segment: one bucket
+    segs, radii = candidates.segments(10)
+    assert candidates.assign_radii(base, segs, radii) == [3, 2, 3]
 
 
 def test_balanced_bits_is_a_permutation_that_keeps_distances() -> None:
@@ -100,10 +118,10 @@ def test_coarse_bound_never_rejects_a_pair_that_passes() -> None:
 
 def _plain_search(monkeypatch: pytest.MonkeyPatch) -> None:
     """dedupe as it was: 16-bit segments of the raw bits, every candidate fully checked."""
-    def old_segments(threshold: int) -> tuple[list[tuple[int, int]], int]:
+    def old_segments(threshold: int) -> tuple[list[tuple[int, int]], list[int]]:
         m = threshold + 1 if threshold <= 3 else max(4, math.ceil((threshold + 1) / 3))
         bounds = [round(64 * s / m) for s in range(m + 1)]
-        return [(bounds[s], bounds[s + 1] - bounds[s]) for s in range(m)], threshold // m
+        return [(bounds[s], bounds[s + 1] - bounds[s]) for s in range(m)], [threshold // m] * m
 
     monkeypatch.setattr(candidates, "segments", old_segments)
     monkeypatch.setattr(candidates, "balanced_bits",

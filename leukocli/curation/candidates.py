@@ -26,17 +26,41 @@ _INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # inverse of each dihedral transform
 _DENSE_WIDTH = 22  # segments up to this many bits are bucketed in a flat count table
 
 
-def segments(threshold: int) -> tuple[list[tuple[int, int]], int]:
-    """Split 64 bits into m (start, width) segments and a per-segment radius threshold // m.
+def segments(threshold: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """Split 64 bits into m (start, width) segments, and the m radii they may share.
 
     Wide segments (up to 22 bits, three for the default threshold 10) with radius <= 3:
     smear hashes crowd into a small part of the 64-bit space, so 16-bit segments put a
     seventh of all pairs in one bucket hit and the bucket hits, not the probes, grew as
     N squared (57 M hits for 0.9 M candidates at 10,000 images; three segments: 3.7 M).
+    The radii need only sum to threshold + 1 - m, not m * (threshold // m): if every
+    segment differed by more than its radius r_s, the hashes would differ by at least
+    sum(r_s + 1) > threshold bits (generalised pigeonhole). At 10 that is 3, 3, 2.
     """
     m = threshold + 1 if threshold <= 3 else max(3, math.ceil((threshold + 1) / 4))
     bounds = [round(64 * s / m) for s in range(m + 1)]
-    return [(bounds[s], bounds[s + 1] - bounds[s]) for s in range(m)], threshold // m
+    low, extra = divmod(threshold + 1 - m, m)
+    radii = [low + 1] * extra + [low] * (m - extra)
+    return [(bounds[s], bounds[s + 1] - bounds[s]) for s in range(m)], radii
+
+
+def assign_radii(base: np.ndarray, segs: list[tuple[int, int]], radii: list[int]) -> list[int]:
+    """segments' radii dealt to the segments, the smallest to the most crowded one.
+
+    Any deal keeps the guarantee; the bucket hits of a crowded segment (many images
+    per key, counted as the sum of squared bucket sizes) grow fastest with its radius
+    (at 30,000 smears: 129 M hits with radii 3, 3, 3, 89 M with 2 on the crowded one).
+    """
+    crowd = []
+    for start, width in segs:
+        keys = (base >> np.uint64(start)) & np.uint64((1 << width) - 1)
+        counts = np.unique(keys, return_counts=True)[1].astype(np.int64)
+        crowd.append(int((counts * counts).sum()))
+    out = [0] * len(segs)
+    ranked = sorted(range(len(segs)), key=lambda s: (-crowd[s], s))
+    for s, radius in zip(ranked, sorted(radii), strict=True):
+        out[s] = radius
+    return out
 
 
 def flip_masks(width: int, radius: int) -> np.ndarray:
@@ -103,15 +127,15 @@ class SegmentIndex:
         self.masks = flip_masks(width, radius)
         self.dense = width <= _DENSE_WIDTH
         keys = self.keys(base)
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted_base = base[self.order]  # read in bucket order while expanding hits
         if self.dense:
             ikeys = keys.astype(np.int64)
             self.counts = np.bincount(ikeys, minlength=1 << width).astype(np.int64)
             self.first = np.cumsum(self.counts) - self.counts
-            self.order = np.argsort(ikeys, kind="stable")
             self.full = self.counts > 0
             self.imasks = self.masks.astype(np.int64)
         else:
-            self.order = np.argsort(keys, kind="stable")
             self.sorted_keys = keys[self.order]
 
     def keys(self, hashes: np.ndarray) -> np.ndarray:
@@ -159,20 +183,23 @@ def iter_candidates(
     """Yield (P, 4) int64 rows (i, j, k, distance), i < j, hamming(hash_k(i), hash_0(j)) <= t.
 
     hashes is (N, K): column k holds the hash of image transform k. Both directions of a
-    pair are probed (the median threshold of pHash is not equivariant), so a row may
-    come twice. With `log_aspect`, quarter turns are skipped when no image could match
-    another's turned shape. Memory stays bounded by `chunk`: the caller filters each
-    block as it comes.
+    pair are probed (the median threshold of pHash is not equivariant), and a pair near
+    in both comes once. With `log_aspect`, quarter turns are skipped when no image could
+    match another's turned shape. Memory stays bounded by `chunk`: the caller filters
+    each block as it comes.
     """
     n = len(hashes)
-    segs, radius = segments(threshold)
-    hashes = permute_bits(hashes, balanced_bits(hashes[:, 0], segs))
+    segs, radii, order = _layout(hashes[:, 0], threshold)
+    hashes = permute_bits(hashes, order)
     base = hashes[:, 0]
-    earlier: list[np.uint64] = []
-    for start, width in segs:
+    ks = usable_transforms(hashes.shape[1], log_aspect)
+    earlier: list[tuple[np.uint64, int]] = []
+    for (start, width), radius in zip(segs, radii, strict=True):
         index = SegmentIndex(base, start, width, radius)
         rows = _probe_rows(chunk, len(index.masks))
-        for k in usable_transforms(hashes.shape[1], log_aspect):
+        for k in ks:
+            back = _INVERSE[k] if _INVERSE[k] in ks else None
+            job = _Pass(hashes, k, threshold, list(earlier), back)
             qkeys = index.keys(hashes[:, k])
             for a in range(0, n, rows):
                 if on_step is not None:
@@ -181,43 +208,71 @@ def iter_candidates(
                 if len(hits.rows) == 0:
                     continue
                 for part in _pieces(hits.sizes):
-                    found = _expand(hashes, index.order, hits, part, k, threshold, radius, earlier)
+                    found = _expand(index, job, hits, part)
                     if found is not None:
                         yield found
-        earlier.append(np.uint64(((1 << width) - 1) << start))
+        earlier.append((np.uint64(((1 << width) - 1) << start), radius))
 
 
-def _expand(
-    hashes: np.ndarray,
-    order: np.ndarray,
-    hits: _Hits,
-    part: slice,
-    k: int,
-    threshold: int,
-    radius: int,
-    earlier: list[np.uint64],
-) -> np.ndarray | None:
-    """Candidate rows of one piece of bucket hits, or None when none is near enough."""
+def _layout(
+    base: np.ndarray, threshold: int
+) -> tuple[list[tuple[int, int]], list[int], np.ndarray]:
+    """The segments, each one's radius and the bit order for these untransformed hashes."""
+    segs, radii = segments(threshold)
+    order = balanced_bits(base, segs)
+    return segs, assign_radii(permute_bits(base, order), segs, radii), order
+
+
+@dataclass
+class _Pass:
+    """One transform's probes through one segment: what _expand needs besides the hits."""
+
+    hashes: np.ndarray  # (N, K), bits permuted
+    k: int
+    threshold: int
+    earlier: list[tuple[np.uint64, int]]  # (mask, radius) of the segments already done
+    back: int | None  # the inverse transform, when it is probed too
+
+
+def _within(x: np.ndarray, threshold: int) -> np.ndarray:
+    """popcount(x) <= threshold, without popcount's int64 copy when numpy can."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x) <= threshold
+    return popcount(x) <= threshold
+
+
+def _expand(index: SegmentIndex, job: _Pass, hits: _Hits, part: slice) -> np.ndarray | None:
+    """Candidate rows of one piece of bucket hits, or None when none is near enough.
+
+    Per hit only the base hashes in bucket order are read (a sequential gather); the
+    image numbers are looked up for the few near ones. A pair near in both directions
+    is kept from its lower image only: from the higher one it would be the same row.
+    """
     sizes = hits.sizes[part]
-    total = int(sizes.sum())
-    i = np.repeat(hits.rows[part], sizes)
+    ends = np.cumsum(sizes)
     # position in `order`: the bucket's start plus the rank within the bucket
-    j = order[np.arange(total) + np.repeat(hits.starts[part] - (np.cumsum(sizes) - sizes), sizes)]
-    x = hashes[:, k][i] ^ hashes[:, 0][j]
-    d = popcount(x)
-    near = np.flatnonzero((d <= threshold) & (i != j))
+    pos = np.arange(int(ends[-1])) + np.repeat(hits.starts[part] - (ends - sizes), sizes)
+    rows = hits.rows[part]
+    x = np.repeat(job.hashes[rows, job.k], sizes) ^ index.sorted_base[pos]
+    near = np.flatnonzero(_within(x, job.threshold))
     x = x[near]  # the few near ones only: was the pair found through an earlier segment?
     keep = np.ones(len(near), dtype=bool)
-    for mask in earlier:
+    for mask, radius in job.earlier:
         keep &= popcount(x & mask) > radius
-    near = near[keep]
-    i, j, d = i[near], j[near], d[near]
+    near, x = near[keep], x[keep]
+    i = rows[np.searchsorted(ends, near, side="right")]
+    j = index.order[pos[near]]
+    keep = i != j
+    if job.back is not None:  # from the higher image: does the lower one find it too?
+        again = popcount(job.hashes[j, job.back] ^ job.hashes[i, 0]) <= job.threshold
+        keep &= (i < j) | ~again
+    i, j, d = i[keep], j[keep], popcount(x[keep])
     if len(i) == 0:
         return None
-    kk = np.full(len(i), k, dtype=np.int64)
+    kk = np.full(len(i), job.k, dtype=np.int64)
     swap = i > j  # store as i < j with the inverse transform
     i, j = np.where(swap, j, i), np.where(swap, i, j)
-    kk[swap] = _INVERSE[k]
+    kk[swap] = _INVERSE[job.k]
     return np.stack([i, j, kk, d], axis=1).astype(np.int64)
 
 
@@ -226,9 +281,9 @@ def count_steps(
 ) -> int:
     """How many times iter_candidates calls on_step (for a progress bar)."""
     ks = usable_transforms(hashes.shape[1], log_aspect)
-    segs, radius = segments(threshold)
+    segs, radii, _order = _layout(hashes[:, 0], threshold)
     steps = 0
-    for _start, width in segs:
+    for (_start, width), radius in zip(segs, radii, strict=True):
         steps += math.ceil(len(hashes) / _probe_rows(chunk, len(flip_masks(width, radius))))
     return steps * len(ks)
 
