@@ -302,14 +302,11 @@ def _link_near(
     """Hash candidates among representatives, confirmed on pixels; returns the candidates."""
     if len(reps) < 2:
         return 0
-    idx = np.asarray(reps, dtype=np.int64)
-    gray = images.gray[idx]
-    hashes = np.concatenate(
-        [phash_variants(gray[a : a + 4096], transforms) for a in range(0, len(idx), 4096)]
-    )
+    idx = np.asarray(reps, dtype=np.int64)  # rows of images, read in slices (no copy)
+    hashes = np.concatenate([phash_variants(images.gray[idx[a : a + 4096]], transforms)
+                             for a in range(0, len(idx), 4096)])
     aspect = np.log(np.array([images.sizes[i][1] / images.sizes[i][0] for i in reps]))
-    thumbs = images.thumbs[idx]
-    coarse = np.concatenate([coarse_features(thumbs[a : a + 1024])
+    coarse = np.concatenate([coarse_features(images.thumbs[idx[a : a + 1024]])
                              for a in range(0, len(idx), 1024)])
     bound = CoarseBound(coarse, usable_transforms(hashes.shape[1], aspect))
     n_cand = 0
@@ -321,11 +318,12 @@ def _link_near(
             block = block[bound.may_pass(block, COARSE_MIN)]
             kept.append(block[coarse_check(coarse, block) >= COARSE_MIN])
     cand = unique_rows(np.concatenate(kept)) if kept else np.zeros((0, 4), dtype=np.int64)
-    sims = fine_check(thumbs, cand, reporter=reporter)
+    cand[:, :2] = idx[cand[:, :2]]  # representatives' numbers -> image rows
+    sims = fine_check(images.thumbs, cand, reporter=reporter)
     ok = sims >= VERIFY_MIN
     for (i, j, k, _d), s in zip(cand[ok].tolist(), sims[ok].tolist(), strict=True):
-        if links.uf.find(int(idx[i])) != links.uf.find(int(idx[j])):
-            links.add(int(idx[i]), int(idx[j]), s, k)
+        if links.uf.find(i) != links.uf.find(j):
+            links.add(i, j, s, k)
     return n_cand
 
 
