@@ -24,6 +24,7 @@ PROBES = 1 << 21  # bucket probes made at once (a 22-bit radius-3 probe is 1,794
 ASPECT_TOLERANCE = 0.05  # |log(aspect ratio)| difference allowed between copies
 _INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # inverse of each dihedral transform
 _DENSE_WIDTH = 22  # segments up to this many bits are bucketed in a flat count table
+_SWAPS = np.array([swaps_axes(k) for k in range(N_TRANSFORMS)])
 
 
 def segments(threshold: int) -> tuple[list[tuple[int, int]], list[int]]:
@@ -320,5 +321,5 @@ def aspect_filter(cand: np.ndarray, log_aspect: np.ndarray) -> np.ndarray:
     if len(cand) == 0:
         return cand
     ai = log_aspect[cand[:, 0]]
-    ai = np.where(np.isin(cand[:, 2], [k for k in range(8) if swaps_axes(k)]), -ai, ai)
+    ai = np.where(_SWAPS[cand[:, 2]], -ai, ai)  # a table, not np.isin: tens of millions of rows
     return cand[np.abs(ai - log_aspect[cand[:, 1]]) <= ASPECT_TOLERANCE]
