@@ -192,16 +192,17 @@ def iter_candidates(
     n = len(hashes)
     segs, radii, order = _layout(hashes[:, 0], threshold)
     hashes = permute_bits(hashes, order)
-    base = hashes[:, 0]
+    cols = [np.ascontiguousarray(hashes[:, k]) for k in range(hashes.shape[1])]
+    base = cols[0]  # columns apart: a random read touches one hash, not a 64-byte row
     ks = usable_transforms(hashes.shape[1], log_aspect)
     earlier: list[tuple[np.uint64, int]] = []
     for (start, width), radius in zip(segs, radii, strict=True):
         index = SegmentIndex(base, start, width, radius)
         rows = _probe_rows(chunk, len(index.masks))
         for k in ks:
-            back = _INVERSE[k] if _INVERSE[k] in ks else None
-            job = _Pass(hashes, k, threshold, list(earlier), back)
-            qkeys = index.keys(hashes[:, k])
+            back = cols[_INVERSE[k]] if _INVERSE[k] in ks else None
+            job = _Pass(cols[k], base, k, threshold, list(earlier), back)
+            qkeys = index.keys(cols[k])
             for a in range(0, n, rows):
                 if on_step is not None:
                     on_step()
@@ -228,18 +229,17 @@ def _layout(
 class _Pass:
     """One transform's probes through one segment: what _expand needs besides the hits."""
 
-    hashes: np.ndarray  # (N, K), bits permuted
+    query: np.ndarray  # hashes under transform k, bits permuted
+    base: np.ndarray  # untransformed hashes, bits permuted
     k: int
     threshold: int
     earlier: list[tuple[np.uint64, int]]  # (mask, radius) of the segments already done
-    back: int | None  # the inverse transform, when it is probed too
+    back: np.ndarray | None  # hashes under the inverse transform, when it is probed too
 
 
-def _within(x: np.ndarray, threshold: int) -> np.ndarray:
-    """popcount(x) <= threshold, without popcount's int64 copy when numpy can."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x) <= threshold
-    return popcount(x) <= threshold
+def _bits(x: np.ndarray) -> np.ndarray:
+    """popcount(x), without its int64 copy when numpy can (uint8: a quarter of the bytes)."""
+    return np.bitwise_count(x) if hasattr(np, "bitwise_count") else popcount(x)
 
 
 def _expand(index: SegmentIndex, job: _Pass, hits: _Hits, part: slice) -> np.ndarray | None:
@@ -252,29 +252,32 @@ def _expand(index: SegmentIndex, job: _Pass, hits: _Hits, part: slice) -> np.nda
     sizes = hits.sizes[part]
     ends = np.cumsum(sizes)
     # position in `order`: the bucket's start plus the rank within the bucket
-    pos = np.arange(int(ends[-1])) + np.repeat(hits.starts[part] - (ends - sizes), sizes)
+    pos = np.repeat(hits.starts[part] - (ends - sizes), sizes)
+    pos += np.arange(len(pos))  # int64 (intp): numpy gathers convert other index types first
     rows = hits.rows[part]
-    x = np.repeat(job.hashes[rows, job.k], sizes) ^ index.sorted_base[pos]
-    near = np.flatnonzero(_within(x, job.threshold))
+    x = np.repeat(job.query[rows], sizes)
+    x ^= np.take(index.sorted_base, pos)
+    near = np.flatnonzero(_bits(x) <= job.threshold)
     x = x[near]  # the few near ones only: was the pair found through an earlier segment?
     keep = np.ones(len(near), dtype=bool)
     for mask, radius in job.earlier:
-        keep &= popcount(x & mask) > radius
+        keep &= _bits(x & mask) > radius
     near, x = near[keep], x[keep]
     i = rows[np.searchsorted(ends, near, side="right")]
     j = index.order[pos[near]]
     keep = i != j
     if job.back is not None:  # from the higher image: does the lower one find it too?
-        again = popcount(job.hashes[j, job.back] ^ job.hashes[i, 0]) <= job.threshold
+        again = _bits(job.back[j] ^ job.base[i]) <= job.threshold
         keep &= (i < j) | ~again
-    i, j, d = i[keep], j[keep], popcount(x[keep])
+    i, j = i[keep], j[keep]
     if len(i) == 0:
         return None
-    kk = np.full(len(i), job.k, dtype=np.int64)
+    out = np.empty((len(i), 4), dtype=np.int64)
     swap = i > j  # store as i < j with the inverse transform
-    i, j = np.where(swap, j, i), np.where(swap, i, j)
-    kk[swap] = _INVERSE[job.k]
-    return np.stack([i, j, kk, d], axis=1).astype(np.int64)
+    out[:, 0], out[:, 1] = np.where(swap, j, i), np.where(swap, i, j)
+    out[:, 2] = np.where(swap, _INVERSE[job.k], job.k)
+    out[:, 3] = _bits(x[keep])
+    return out
 
 
 def count_steps(
