@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--ship", type=Path, default=None, help="leukocli/weights to ship into")
     ap.add_argument("--val", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--recipe", default="domain", help="the first training's leuko recipe")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stage2-epochs", type=int, default=5,
                     help="epochs of the balanced second training (0: none)")
@@ -135,7 +136,7 @@ def main() -> None:
     log = out / "log.txt"
     counts = manifests(a.data, out, a.val, a.seed)
     train = ["train", "--train", str(out / "train.csv"), "--val", str(out / "val.csv"),
-             "--backbone", "compact", "--recipe", "domain", "--img", "240x320", "--batch",
+             "--backbone", "compact", "--recipe", a.recipe, "--img", "240x320", "--batch",
              "20", "--epochs", str(a.epochs), "--seed", str(a.seed), "--out", str(out / "run")]
     commands = [train]
     if a.stage2_epochs:
@@ -161,7 +162,7 @@ def main() -> None:
         "images": counts,
         "held_out": figures,
         "reproduce": ["python benchmarks/wbc_model.py --data ../shared/data --out wbc-build "
-                      f"--val {a.val} --epochs {a.epochs} --seed {a.seed} "
+                      f"--val {a.val} --recipe {a.recipe} --epochs {a.epochs} --seed {a.seed} "
                       f"--stage2-epochs {a.stage2_epochs}",
                       *("leuko " + " ".join(c) for c in commands)],
         "licence": "CC BY 4.0 (PBC's, the training data); credit required",
