@@ -177,3 +177,15 @@ def test_same_report_as_the_plain_search(
     fast = _report(root)
     _plain_search(monkeypatch)
     assert _report(root) == fast
+
+
+def test_aspect_filter_shortcut_keeps_only_what_the_full_test_keeps() -> None:
+    """All shapes alike and no quarter turn: every row passes, and is returned as is;
+    a quarter turn of a non-square shape is still dropped."""
+    cand = np.array([[0, 1, 0, 3], [1, 2, 2, 5], [0, 2, 4, 1]], dtype=np.int64)
+    same = np.log(np.full(3, 240 / 320))
+    assert candidates.aspect_filter(cand, same) is cand
+    turned = np.array([[0, 1, 1, 3], [1, 2, 0, 5]], dtype=np.int64)
+    assert candidates.aspect_filter(turned, same).tolist() == [[1, 2, 0, 5]]
+    mixed = np.log(np.array([0.75, 0.75, 0.9]))
+    assert candidates.aspect_filter(cand, mixed).tolist() == [[0, 1, 0, 3]]

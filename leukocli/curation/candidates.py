@@ -323,6 +323,9 @@ def aspect_filter(cand: np.ndarray, log_aspect: np.ndarray) -> np.ndarray:
     swaps height and width; a resize keeps the ratio)."""
     if len(cand) == 0:
         return cand
+    turned = _SWAPS[cand[:, 2]]  # a table, not np.isin: tens of millions of rows
+    if not turned.any() and np.ptp(log_aspect) <= ASPECT_TOLERANCE:
+        return cand  # all shapes alike: |a_i - a_j| <= max - min, in floats too (monotone)
     ai = log_aspect[cand[:, 0]]
-    ai = np.where(_SWAPS[cand[:, 2]], -ai, ai)  # a table, not np.isin: tens of millions of rows
+    ai = np.where(turned, -ai, ai)
     return cand[np.abs(ai - log_aspect[cand[:, 1]]) <= ASPECT_TOLERANCE]
