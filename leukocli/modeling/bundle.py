@@ -102,8 +102,7 @@ LATEST_RECORD = ".leuko-latest"  # beside `latest`: the link text leuko last gav
 
 
 def _recorded_links(latest: Path) -> list[str]:
-    """The link texts leuko gave `latest`: the newest first, then the one before (a link
-    replaced after its record was written still counts)."""
+    """The link texts leuko gave `latest`: the newest, then the one before it."""
     try:
         text = (latest.parent / LATEST_RECORD).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -116,10 +115,9 @@ def _names_sibling_run(latest: Path, name: str) -> bool:
 
 
 def is_leuko_pointer(latest: Path) -> bool:
-    """True when `latest` is leuko's own: a symlink leuko made, or a one-line file naming a
-    sibling run. A link is leuko's when it says what leuko recorded beside it when making
-    it (or, for links older leuko versions made, names a sibling run); a user's own
-    `ln -s /somewhere latest` is neither, and is never moved."""
+    """True when `latest` is leuko's own: a link saying what leuko recorded beside it (or,
+    made by older versions, naming a sibling run), or a one-line file naming one; a
+    user's own `ln -s /somewhere latest` is neither, and is never moved."""
     if latest.is_symlink():
         text = os.readlink(latest)
         recorded = _recorded_links(latest)
@@ -315,8 +313,7 @@ def write_ensemble(run_dir: Path, members: list[str], meta: dict[str, Any]) -> N
 
 def _load_ensemble(run_dir: Path, members: list[Path], auto: bool = False,
                    reporter: Reporter = SILENT) -> Bundle:
-    """One model averaging the members' softmax outputs (they share classes and size): their
-    twins when `auto` and all are fresh, else Keras."""
+    """One model averaging the members' softmax: their twins if `auto` and fresh, else Keras."""
     meta = read_json_object(run_dir / META_FILE, "ensemble metadata")
     if auto:
         from .twin import ensemble_twin
@@ -362,11 +359,14 @@ def read_run_meta(meta_path: Path, model_path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_bundle(path: Path, runtime: str = "keras", reporter: Reporter = SILENT) -> Bundle:
+def load_bundle(path: Path, runtime: str = "keras", reporter: Reporter = SILENT, *,
+                float32: bool = True) -> Bundle:
     """Load a run directory, `runs/latest`, a .keras file with leuko.json beside it, or an
     ensemble run (leuko cv), which becomes one model averaging its members. `runtime`
     "auto" takes the run's TensorFlow-free twin when it is fresh (modeling.twin), else
-    Keras, saying why through `reporter`; "keras" is for Grad-CAM and training."""
+    Keras, saying why through `reporter`; "keras" is for Grad-CAM and training. `float32`:
+    mixed-precision models compute in float32, as twins do (bfloat16 moved accuracy 1%)."""
+    from .export import computing_float32
     from .runtimes import exported_kind, load_runtime, read_card
     from .twin import check_runtime, twin_bundle
 
@@ -393,6 +393,7 @@ def load_bundle(path: Path, runtime: str = "keras", reporter: Reporter = SILENT)
             return twin
         reporter.warn(f"{twin}; using Keras")
     model = _load_model(model_path)
+    model = computing_float32(model) if float32 else model
     h, w = (int(v) for v in meta["img_size"])
     classes = [str(c) for c in meta["classes"]]
     check_leuko_model(model, classes, (h, w), model_path)

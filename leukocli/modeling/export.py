@@ -62,6 +62,11 @@ def float32_model(model: keras.Model) -> keras.Model:
     return clone
 
 
+def computing_float32(model: keras.Model) -> keras.Model:
+    """`model` itself if it computes in float32, else its float32 clone."""
+    return float32_model(model) if '"mixed_' in model.to_json() else model
+
+
 def default_out(bundle: Bundle, model_arg: Path, fmt: str, quantize: str) -> Path:
     from .shipped import is_shipped
 

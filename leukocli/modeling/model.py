@@ -130,7 +130,7 @@ def _load_into(base: keras.Model, weights: str, label: str) -> None:
     from .bundle import load_bundle
 
     run = Path(weights[len(RUN_PREFIX):])
-    source = get_backbone(load_bundle(run).model)
+    source = get_backbone(load_bundle(run, float32=False).model)
     mine, theirs = base.get_weights(), source.get_weights()
     if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs,
                                                                           strict=True)):
@@ -235,7 +235,7 @@ def start_head_from(model: keras.Model, run: Path, classes: list[str]) -> list[s
     """
     from .bundle import load_bundle
 
-    source = load_bundle(run)
+    source = load_bundle(run, float32=False)
     theirs = source.model
     for name in HEAD_LAYERS:
         try:
