@@ -366,7 +366,6 @@ def load_bundle(path: Path, runtime: str = "keras", reporter: Reporter = SILENT,
     "auto" takes the run's TensorFlow-free twin when it is fresh (modeling.twin), else
     Keras, saying why through `reporter`; "keras" is for Grad-CAM and training. `float32`:
     mixed-precision models compute in float32, as twins do (bfloat16 moved accuracy 1%)."""
-    from .export import computing_float32
     from .runtimes import exported_kind, load_runtime, read_card
     from .twin import check_runtime, twin_bundle
 
@@ -392,8 +391,9 @@ def load_bundle(path: Path, runtime: str = "keras", reporter: Reporter = SILENT,
         if isinstance(twin, Bundle):
             return twin
         reporter.warn(f"{twin}; using Keras")
-    model = _load_model(model_path)
-    model = computing_float32(model) if float32 else model
+    from .export import computing_float32  # TensorFlow: only on the Keras path
+
+    model = computing_float32(_load_model(model_path)) if float32 else _load_model(model_path)
     h, w = (int(v) for v in meta["img_size"])
     classes = [str(c) for c in meta["classes"]]
     check_leuko_model(model, classes, (h, w), model_path)
