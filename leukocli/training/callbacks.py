@@ -6,10 +6,12 @@ a signal into a clean stop between batches, `RunRecorder` writes history and the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +107,20 @@ class SyncMovingStatistics(keras.callbacks.Callback):
                 continue
             local = self.strategy.run(lambda x=v: tf.identity(x.value))
             v.assign(self.strategy.reduce("MEAN", local, axis=None))
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """A Ctrl-C while the model is built waits for the build to end, then interrupts:
+    inside TensorFlow's native calls Python's own KeyboardInterrupt can be lost."""
+    guard = CtrlC()
+    guard.install()
+    try:
+        yield
+    finally:
+        guard.restore()
+    if guard.pressed:
+        raise KeyboardInterrupt
 
 
 class CtrlC(keras.callbacks.Callback):

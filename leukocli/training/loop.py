@@ -25,7 +25,7 @@ from ..modeling.backbones import RUN_PREFIX, get_backbone_spec
 from ..modeling.bundle import META_FILE
 from ..modeling.loader import build_dataset
 from ..modeling.model import build_model, set_backbone_trainable, start_head_from
-from .callbacks import CtrlC, EpochProgress, RunRecorder, SyncMovingStatistics
+from .callbacks import CtrlC, EpochProgress, RunRecorder, SyncMovingStatistics, ctrl_c_deferred
 from .hardware import make_strategy, pick_precision
 from .options import TrainOptions, TrainPlan, new_run_dir, resolve, with_backbone
 from .run import (
@@ -230,26 +230,27 @@ def _fit(
     val_ds = build_dataset([str(r.path) for r in inputs.val.records], y_val, opts.img_size,
                            opts.batch, n_classes=n_classes) if y_val else None
     pretrained = plan.weights is not None
-    reporter.info(
-        f"training {opts.backbone} "
-        f"({'weights ' + str(run.meta['weights']) if pretrained else 'from scratch'}) on "
-        f"{n_train} images, validating on {len(y_val)}; {n_classes} classes, "
-        f"{opts.img_size[0]}x{opts.img_size[1]}, batch {opts.batch}, {run.meta['precision']}, "
-        f"{run.meta['strategy']}; run: {run.dir}"
-    )
-    with strategy.scope():
-        model = build_model(
-            opts.backbone, opts.img_size, n_classes, weights=plan.weights,
-            crop_cell=recipe.crop_cell, crop_scale=recipe.crop_scale or None,
-            crop_jitter=recipe.crop_jitter, balance=recipe.balance,
-            stain_norm=recipe.stain_norm,
-            # a from-scratch BatchNorm needs a fast average only when epochs are short
-            bn_momentum=0.5 if n_train / opts.batch < 100 else 0.9,
+    with ctrl_c_deferred():
+        reporter.info(
+            f"training {opts.backbone} "
+            f"({'weights ' + str(run.meta['weights']) if pretrained else 'from scratch'}) on "
+            f"{n_train} images, validating on {len(y_val)}; {n_classes} classes, "
+            f"{opts.img_size[0]}x{opts.img_size[1]}, batch {opts.batch}, {run.meta['precision']}, "
+            f"{run.meta['strategy']}; run: {run.dir}"
         )
-    if plan.weights is not None and plan.weights.startswith(RUN_PREFIX):
         with strategy.scope():
-            run.meta["head_from"] = start_head_from(
-                model, Path(plan.weights[len(RUN_PREFIX):]), inputs.classes)
+            model = build_model(
+                opts.backbone, opts.img_size, n_classes, weights=plan.weights,
+                crop_cell=recipe.crop_cell, crop_scale=recipe.crop_scale or None,
+                crop_jitter=recipe.crop_jitter, balance=recipe.balance,
+                stain_norm=recipe.stain_norm,
+                # a from-scratch BatchNorm needs a fast average only when epochs are short
+                bn_momentum=0.5 if n_train / opts.batch < 100 else 0.9,
+            )
+        if plan.weights is not None and plan.weights.startswith(RUN_PREFIX):
+            with strategy.scope():
+                run.meta["head_from"] = start_head_from(
+                    model, Path(plan.weights[len(RUN_PREFIX):]), inputs.classes)
     fit = _Fit(plan, run, model, strategy, train_ds, val_ds,
                class_weight_map(y_train, n_classes, opts.class_weights),
                math.ceil(n_train / opts.batch), EpochProgress(reporter, n_train, opts.batch,
