@@ -6,13 +6,12 @@ a signal into a clean stop between batches, `RunRecorder` writes history and the
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .._tf import keras
@@ -109,20 +108,6 @@ class SyncMovingStatistics(keras.callbacks.Callback):
             v.assign(self.strategy.reduce("MEAN", local, axis=None))
 
 
-@contextlib.contextmanager
-def ctrl_c_deferred() -> Iterator[None]:
-    """A Ctrl-C while the model is built waits for the build to end, then interrupts:
-    inside TensorFlow's native calls Python's own KeyboardInterrupt can be lost."""
-    guard = CtrlC()
-    guard.install()
-    try:
-        yield
-    finally:
-        guard.restore()
-    if guard.pressed:
-        raise KeyboardInterrupt
-
-
 class CtrlC(keras.callbacks.Callback):
     """Turns the first Ctrl-C into a KeyboardInterrupt raised at the next batch boundary.
 
@@ -156,6 +141,20 @@ class CtrlC(keras.callbacks.Callback):
 
     on_train_batch_begin = on_train_batch_end = _check
     on_test_batch_end = on_epoch_begin = on_epoch_end = _check
+
+
+@contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """A Ctrl-C while a run builds its data and model waits for the build, then interrupts:
+    inside TensorFlow's native calls Python's own KeyboardInterrupt can be lost."""
+    guard = CtrlC()
+    guard.install()
+    try:
+        yield
+    finally:
+        guard.restore()
+    if guard.pressed:
+        raise KeyboardInterrupt
 
 
 class RunRecorder(keras.callbacks.Callback):

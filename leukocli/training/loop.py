@@ -222,15 +222,15 @@ def _fit(
     y_train = [index[r.label] for r in inputs.train.records]
     y_val = [index[r.label] for r in inputs.val.records]
     n_train, n_classes = len(y_train), len(inputs.classes)
-    train_ds = build_dataset(
-        [str(r.path) for r in inputs.train.records], y_train, opts.img_size, opts.batch,
-        training=True, augment=recipe.augment if opts.augment else False, seed=opts.seed,
-        n_classes=n_classes,
-    )
-    val_ds = build_dataset([str(r.path) for r in inputs.val.records], y_val, opts.img_size,
-                           opts.batch, n_classes=n_classes) if y_val else None
-    pretrained = plan.weights is not None
-    with ctrl_c_deferred():
+    with ctrl_c_deferred():  # a Ctrl-C while data and model are built stops after it
+        train_ds = build_dataset(
+            [str(r.path) for r in inputs.train.records], y_train, opts.img_size, opts.batch,
+            training=True, augment=recipe.augment if opts.augment else False, seed=opts.seed,
+            n_classes=n_classes,
+        )
+        val_ds = build_dataset([str(r.path) for r in inputs.val.records], y_val, opts.img_size,
+                               opts.batch, n_classes=n_classes) if y_val else None
+        pretrained = plan.weights is not None
         reporter.info(
             f"training {opts.backbone} "
             f"({'weights ' + str(run.meta['weights']) if pretrained else 'from scratch'}) on "
