@@ -392,8 +392,8 @@ def load_bundle(path: Path, runtime: str = "keras", reporter: Reporter = SILENT,
             return twin
         reporter.warn(f"{twin}; using Keras")
     from .export import computing_float32  # TensorFlow: only on the Keras path
-
-    model = computing_float32(_load_model(model_path)) if float32 else _load_model(model_path)
+    model = _load_model(model_path)
+    model = computing_float32(model) if float32 else model
     h, w = (int(v) for v in meta["img_size"])
     classes = [str(c) for c in meta["classes"]]
     check_leuko_model(model, classes, (h, w), model_path)
