@@ -17,7 +17,10 @@ or from `cpu`:
   many images at a lower resolution, no lower than 0.4 of it; half the magnification
   range; a tenth re-framed as tight crops, not a quarter);
 - `cpu-norm`: the `cpu` recipe (crop 128, the `strong` augmentation) with the two
-  normalisation layers of `domain`.
+  normalisation layers of `domain`;
+- `cpu-balance` and `cpu-stain`: the `cpu` recipe with one of the two, the background
+  balance (`ColorBalance`) or the stain normalisation (`StainNorm`), to tell which of
+  them costs the other lab and which holds a shifted background.
 
 Variants are defined here, not in leuko: a variant becomes a recipe only once measured.
 Steps already done are reused, so an interrupted run continues. One training at a time.
@@ -42,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 SHARED = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
-VARIANTS = ("cpu", "domain", "domain-c128", "domain-mild", "cpu-norm")
+VARIANTS = ("cpu", "domain", "domain-c128", "domain-mild", "cpu-norm", "cpu-balance",
+            "cpu-stain")
 
 
 def register_variants() -> None:
@@ -57,6 +61,10 @@ def register_variants() -> None:
                                              augment="domain-mild")
     options.RECIPES["cpu-norm"] = replace(options.RECIPES["cpu"], name="cpu-norm",
                                           balance=True, stain_norm=True)
+    options.RECIPES["cpu-balance"] = replace(options.RECIPES["cpu"], name="cpu-balance",
+                                             balance=True)
+    options.RECIPES["cpu-stain"] = replace(options.RECIPES["cpu"], name="cpu-stain",
+                                           stain_norm=True)
 
 
 def manifests(data: Path, out: Path, folds: int = 5) -> Any:
