@@ -20,7 +20,8 @@ or from `cpu`:
   normalisation layers of `domain`;
 - `cpu-balance` and `cpu-stain`: the `cpu` recipe with one of the two, the background
   balance (`ColorBalance`) or the stain normalisation (`StainNorm`), to tell which of
-  them costs the other lab and which holds a shifted background.
+  them costs the other lab and which holds a shifted background (`cpu-balance` is now
+  one of leuko's recipes).
 
 Variants are defined here, not in leuko: a variant becomes a recipe only once measured.
 Steps already done are reused, so an interrupted run continues. One training at a time.
@@ -61,8 +62,6 @@ def register_variants() -> None:
                                              augment="domain-mild")
     options.RECIPES["cpu-norm"] = replace(options.RECIPES["cpu"], name="cpu-norm",
                                           balance=True, stain_norm=True)
-    options.RECIPES["cpu-balance"] = replace(options.RECIPES["cpu"], name="cpu-balance",
-                                             balance=True)
     options.RECIPES["cpu-stain"] = replace(options.RECIPES["cpu"], name="cpu-stain",
                                            stain_norm=True)
 

@@ -66,6 +66,28 @@ def test_val_none_trains_a_fixed_schedule_and_few_shot_starts_from_the_run(
     assert adapted["head_from"] == ["eosinophil", "monocyte"]
 
 
+def test_cpu_balance_carries_the_background_balance_alone(tmp_path: Path,
+                                                         tiny_dataset) -> None:
+    """`--recipe cpu-balance`: the cpu recipe with ColorBalance inside the saved model
+    and no StainNorm, the stain normalisation that cost the other lab."""
+    import keras
+
+    import leukocli.modeling.layers  # noqa: F401  (registers leuko's layers)
+
+    data = tiny_dataset(per_class=3, size=(60, 80), name="cb-data")
+    run = tmp_path / "cb"
+    r = invoke("train", "--train", str(data), "--val", "none", "--backbone", "compact",
+               "--recipe", "cpu-balance", "--img", "60x80", "--batch", "8", "--epochs", "1",
+               "--crop-cell", "32", "--out", str(run))
+    assert r.code == 0, r.stderr
+    meta = json.loads((run / "leuko.json").read_text())
+    assert meta["recipe"] == "cpu-balance" and meta["augment_policy"] == "strong"
+    assert meta["balance"] and not meta["stain_norm"]
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert "ColorBalance" in kinds and "StainNorm" not in kinds, kinds
+
+
 def test_keep_best_needs_a_validation_part(tmp_path: Path, tiny_dataset) -> None:
     data = tiny_dataset(per_class=2, size=(60, 80))
     r = invoke("train", "--train", str(data), "--val", "none", "--keep", "best",

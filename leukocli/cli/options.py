@@ -182,7 +182,9 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
                 "Adam, ReduceLROnPlateau), cpu (cell crop, strong augmentation, "
                 "label smoothing, AdamW with cosine decay) or domain (cpu's, with the "
                 "background and stain normalised inside the model and augmentation over "
-                "what differs between microscopes; the shipped wbc model's)."
+                "what differs between microscopes; the shipped wbc model's) or "
+                "cpu-balance (cpu's, with the background alone normalised inside the "
+                "model: it transferred best between labs)."
             ),
         ],
         D.recipe,
