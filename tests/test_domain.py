@@ -33,11 +33,11 @@ def test_stain_norm_brings_a_pale_and_a_dark_stain_to_one_strength() -> None:
     assert abs(float(out[0][0, 2, 2].mean()) - 235) < 6  # background stays grey
 
 
-def _tiny_source(root: Path, tiny_dataset) -> Path:
-    data = tiny_dataset(per_class=3, size=(60, 80), name="source-data")
-    run = root / "source"
+def _tiny_source(root: Path, tiny_dataset, recipe: str = "domain") -> Path:
+    data = tiny_dataset(per_class=3, size=(60, 80), name=f"{recipe}-data")
+    run = root / recipe
     r = invoke("train", "--train", str(data), "--val", "none", "--backbone", "compact",
-               "--recipe", "domain", "--img", "60x80", "--batch", "8", "--epochs", "1",
+               "--recipe", recipe, "--img", "60x80", "--batch", "8", "--epochs", "1",
                "--crop-cell", "32", "--out", str(run))
     assert r.code == 0, r.stderr
     return run
@@ -74,12 +74,7 @@ def test_cpu_balance_carries_the_background_balance_alone(tmp_path: Path,
 
     import leukocli.modeling.layers  # noqa: F401  (registers leuko's layers)
 
-    data = tiny_dataset(per_class=3, size=(60, 80), name="cb-data")
-    run = tmp_path / "cb"
-    r = invoke("train", "--train", str(data), "--val", "none", "--backbone", "compact",
-               "--recipe", "cpu-balance", "--img", "60x80", "--batch", "8", "--epochs", "1",
-               "--crop-cell", "32", "--out", str(run))
-    assert r.code == 0, r.stderr
+    run = _tiny_source(tmp_path, tiny_dataset, "cpu-balance")
     meta = json.loads((run / "leuko.json").read_text())
     assert meta["recipe"] == "cpu-balance" and meta["augment_policy"] == "strong"
     assert meta["balance"] and not meta["stain_norm"]
