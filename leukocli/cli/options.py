@@ -180,7 +180,7 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 help="auto (cpu for compact, paper otherwise), paper (flips/rotations, "
                 "Adam, ReduceLROnPlateau), cpu (cell crop, strong augmentation, "
-                "label smoothing, AdamW with cosine decay) or domain (cpu's, with the "
+                "label smoothing, AdamW with cosine decay), domain (cpu's, with the "
                 "background and stain normalised inside the model and augmentation over "
                 "what differs between microscopes; the shipped wbc model's) or "
                 "cpu-balance (cpu's, with the background alone normalised inside the "
