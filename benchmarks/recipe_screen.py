@@ -21,7 +21,10 @@ or from `cpu`:
 - `cpu-balance` and `cpu-stain`: the `cpu` recipe with one of the two, the background
   balance (`ColorBalance`) or the stain normalisation (`StainNorm`), to tell which of
   them costs the other lab and which holds a shifted background (`cpu-balance` is now
-  one of leuko's recipes).
+  one of leuko's recipes);
+- `cpu-balance-od`: `cpu-balance` with the `domain` augmentation's stain amount, hue
+  and tone curve (in optical density) added to `strong`, and nothing else of it: PBC's
+  nuclei are twice as dark as blood-cells' (README), which this spans.
 
 Variants are defined here, not in leuko: a variant becomes a recipe only once measured.
 Steps already done are reused, so an interrupted run continues. One training at a time.
@@ -47,7 +50,7 @@ from _common import machine  # noqa: E402
 
 SHARED = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 VARIANTS = ("cpu", "domain", "domain-c128", "domain-mild", "cpu-norm", "cpu-balance",
-            "cpu-stain")
+            "cpu-stain", "cpu-balance-od")
 
 
 def register_variants() -> None:
@@ -64,6 +67,12 @@ def register_variants() -> None:
                                           balance=True, stain_norm=True)
     options.RECIPES["cpu-stain"] = replace(options.RECIPES["cpu"], name="cpu-stain",
                                            stain_norm=True)
+    domain = augment.AUGMENT_POLICIES["domain"]
+    augment.AUGMENT_POLICIES["strong-od"] = replace(
+        augment.AUGMENT_POLICIES["strong"], name="strong-od", stain=domain.stain,
+        gamma=domain.gamma)
+    options.RECIPES["cpu-balance-od"] = replace(options.RECIPES["cpu-balance"],
+                                                name="cpu-balance-od", augment="strong-od")
 
 
 def manifests(data: Path, out: Path, folds: int = 5) -> Any:
