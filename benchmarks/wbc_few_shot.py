@@ -35,6 +35,11 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=25)
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--few-epochs", type=int, default=30)
+    ap.add_argument("--model", default="wbc",
+                    help="the classifier to adapt: wbc (shipped) or a candidate's run folder")
+    ap.add_argument("--unfreeze", type=int, default=0,
+                    help="leuko train --unfreeze: fine-tune only the top N backbone layers, "
+                         "BatchNorm kept frozen (0: all, BatchNorm too)")
     a = ap.parse_args()
     import pandas as pd
 
@@ -51,9 +56,11 @@ def main() -> None:
         scored = score_set(held, few, 0, d)
         scored.to_csv(a.out / f"{tag}-score.csv", index=False)
         seconds = _train(["train", "--train", str(a.out / f"{tag}-train.csv"), "--val", "none",
-                          "--weights", "wbc", "--epochs", str(a.few_epochs), "--batch", "20",
-                          "--seed", str(d)], a.out / f"{tag}-run", log)
-        shipped = _evaluate(a.out / f"{tag}-score.csv", Path("wbc"), a.out / f"{tag}-wbc", log)
+                          "--weights", a.model, "--epochs", str(a.few_epochs), "--batch", "20",
+                          "--unfreeze", str(a.unfreeze), "--seed", str(d)],
+                         a.out / f"{tag}-run", log)
+        shipped = _evaluate(a.out / f"{tag}-score.csv", Path(a.model), a.out / f"{tag}-wbc",
+                            log)
         adapted = _evaluate(a.out / f"{tag}-score.csv", a.out / f"{tag}-run",
                             a.out / f"{tag}-eval", log)
         draws.append({"draw": d, "train_cells": len(few), "train_photos": few["group"].nunique(),
@@ -62,6 +69,7 @@ def main() -> None:
         print(f"draw {d}: shipped {100 * shipped:.1f}% -> adapted {100 * adapted:.1f}% on "
               f"{len(scored)} images of {scored['group'].nunique()} photos", file=sys.stderr)
     report = {"benchmark": "wbc_few_shot", "machine": machine(), "shots": a.shots,
+              "model": a.model, "unfreeze": a.unfreeze,
               "draws": draws,
               "median_shipped": statistics.median(x["shipped"] for x in draws),
               "median_adapted": statistics.median(x["adapted"] for x in draws),
