@@ -39,6 +39,19 @@ def _read_predictions(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def test_json_dash_pipes_the_metrics_alone_to_stdout(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`leuko evaluate --json - | jq .accuracy`: stdout is the JSON, the tables go to stderr."""
+    data, run = trained
+    out = tmp_path / "eval"
+    done = invoke("evaluate", str(data), "--model", str(run), "--json", "-", "--out", str(out))
+    assert done.code == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads((out / "metrics.json").read_text())
+    assert "accuracy" in done.stderr  # the summary table, out of the pipe's way
+    assert not Path("-").exists()
+
+
 def test_outputs_are_consistent_and_group_accuracy_uses_groups(
     trained: tuple[Path, Path], tmp_path: Path
 ) -> None:

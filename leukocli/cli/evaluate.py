@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
-from .console import RichReporter, console, info
+from .console import RichReporter, console, err_console, info
 from .options import INFER_BATCH, InferBatch, Runtime, Tta, model_or_shipped
 
 
@@ -26,7 +29,8 @@ def evaluate(
         "runs/latest"
     ),
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write metrics JSON here.")
+        Path | None, typer.Option("--json", help="Also write metrics JSON here ('-': to stdout, "
+                                      "the tables to stderr).")
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for metrics.json etc. (default: the run).")
@@ -66,9 +70,13 @@ def evaluate(
     ev.metrics.update({"data": str(data_path.resolve()), "model": str(model_path),
                        "mapping": list(map_ or []), "tta": tta > 1, "tta_views": tta})
     title = f"{data_path.name}: accuracy {100 * ev.metrics['accuracy']:.1f}% (n={ev.metrics['n']})"
-    written = write_outputs(ev, target, json_path, title)
-    render_metrics(ev.metrics)
+    to_stdout = json_path is not None and str(json_path) == "-"
+    written = write_outputs(ev, target, None if to_stdout else json_path, title)
+    render_metrics(ev.metrics, err_console if to_stdout else console)
     info("wrote " + ", ".join(str(p) for p in written))
+    if to_stdout:  # for a pipe: the metrics alone, clean
+        sys.stdout.write(json.dumps(ev.metrics, indent=2, default=str) + "\n")
+        sys.stdout.flush()
     if ev.metrics["n_unreadable"]:
         raise LeukoError(
             f"{ev.metrics['n_unreadable']} unreadable image(s) were left out of these figures",
@@ -102,13 +110,13 @@ def _check(
     return data_path, model_path, target
 
 
-def render_metrics(m: dict[str, Any]) -> None:
+def render_metrics(m: dict[str, Any], to: Console = console) -> None:
     """Rich tables: summary, per-class report, confusion matrix, top confusions."""
-    console.print(summary_table(m))
-    console.print(per_class_table(m))
-    console.print(confusion_table(m["labels"], np.asarray(m["confusion_matrix"])))
+    to.print(summary_table(m))
+    to.print(per_class_table(m))
+    to.print(confusion_table(m["labels"], np.asarray(m["confusion_matrix"])))
     if m["top_confusions"]:
-        console.print(top_confusions_table(m))
+        to.print(top_confusions_table(m))
 
 
 def summary_table(m: dict[str, Any], title: str = "evaluation") -> Table:
