@@ -1,8 +1,8 @@
 """Cross-domain: train on one lab's cells, score another's zero-shot, then few-shot.
 
 Both directions between PBC (CellaVision crops, 8 classes) and blood-cells (microscope
-fields, 4 classes), with the shipped classifier's recipe (`--recipe domain`; another
-with `--recipe`):
+fields, 4 classes), with the shipped classifier's recipe (`--recipe cpu-balance`; another
+with `--recipe`, e.g. `domain`, the recipe of the `wbc` shipped before):
 
 1. a source model per domain, trained on all of it (`--val none`, a fixed schedule);
 2. zero-shot: `leuko evaluate` of each on the other domain, every image (PBC: its 4
@@ -141,7 +141,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("xdomain"))
     ap.add_argument("--epochs", type=int, default=8, help="source training epochs")
-    ap.add_argument("--recipe", default="domain", help="the source models' leuko recipe")
+    ap.add_argument("--recipe", default="cpu-balance", help="the source models' leuko recipe")
     ap.add_argument("--few-epochs", type=int, default=30, help="few-shot epochs")
     ap.add_argument("--shots", type=int, nargs="+", default=[10, 25, 50])
     ap.add_argument("--draws", type=int, default=3)

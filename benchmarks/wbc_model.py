@@ -6,7 +6,7 @@ photo with training (blood-cells grouped by its original photo, PBC stratified a
 random), then runs the shipped commands:
 
     leuko train --train OUT/train.csv --val OUT/val.csv --backbone compact \
-        --recipe domain --img 240x320 --batch 20 --out OUT/run
+        --recipe cpu-balance --img 240x320 --batch 20 --out OUT/run
     leuko train --train OUT/train.csv --val OUT/val.csv --weights OUT/run \
         --balance-by domain --epochs 5 --lr 2e-3 --seed 1 --out OUT/run2
     leuko evaluate OUT/val-pbc.csv --model OUT/run2 --out OUT/eval-pbc
@@ -127,7 +127,9 @@ def main() -> None:
     ap.add_argument("--ship", type=Path, default=None, help="leukocli/weights to ship into")
     ap.add_argument("--val", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--recipe", default="domain", help="the first training's leuko recipe")
+    ap.add_argument("--recipe", default="cpu-balance",
+                    help="the first training's leuko recipe (the shipped wbc: cpu-balance; "
+                         "before it, domain)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stage2-epochs", type=int, default=5,
                     help="epochs of the balanced second training (0: none)")
