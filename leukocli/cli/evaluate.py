@@ -59,7 +59,7 @@ def evaluate(
     Exit codes: 0 when every image was evaluated; 1 when some were unreadable and left
     out (the outputs are still written); 2 for bad input.
     """
-    from ..evaluation.evaluate import evaluate, write_outputs
+    from ..evaluation.evaluate import evaluate
     from ..modeling.twin import check_runtime
 
     runtime = check_runtime(runtime)
@@ -70,13 +70,7 @@ def evaluate(
     ev.metrics.update({"data": str(data_path.resolve()), "model": str(model_path),
                        "mapping": list(map_ or []), "tta": tta > 1, "tta_views": tta})
     title = f"{data_path.name}: accuracy {100 * ev.metrics['accuracy']:.1f}% (n={ev.metrics['n']})"
-    to_stdout = json_path is not None and str(json_path) == "-"
-    written = write_outputs(ev, target, None if to_stdout else json_path, title)
-    render_metrics(ev.metrics, err_console if to_stdout else console)
-    info("wrote " + ", ".join(str(p) for p in written))
-    if to_stdout:  # for a pipe: the metrics alone, clean
-        sys.stdout.write(json.dumps(ev.metrics, indent=2, default=str) + "\n")
-        sys.stdout.flush()
+    _write_and_show(ev, target, json_path, title)
     if ev.metrics["n_unreadable"]:
         raise LeukoError(
             f"{ev.metrics['n_unreadable']} unreadable image(s) were left out of these figures",
@@ -108,6 +102,19 @@ def _check(
     target = output_dir(model_path, model_path if model_path.is_dir() else None, out)
     ensure_writable_dir(target)  # before the work, not after it
     return data_path, model_path, target
+
+
+def _write_and_show(ev: Any, target: Path, json_path: Path | None, title: str) -> None:
+    """The output files and the tables; `--json -` pipes the metrics alone to stdout."""
+    from ..evaluation.evaluate import write_outputs
+
+    to_stdout = json_path is not None and str(json_path) == "-"
+    written = write_outputs(ev, target, None if to_stdout else json_path, title)
+    render_metrics(ev.metrics, err_console if to_stdout else console)
+    info("wrote " + ", ".join(str(p) for p in written))
+    if to_stdout:
+        sys.stdout.write(json.dumps(ev.metrics, indent=2, default=str) + "\n")
+        sys.stdout.flush()
 
 
 def render_metrics(m: dict[str, Any], to: Console = console) -> None:
