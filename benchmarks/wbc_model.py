@@ -85,6 +85,19 @@ def _figures(eval_dir: Path) -> dict[str, Any]:
     return {k: m[k] for k in keep if k in m}
 
 
+def build_relative(meta: dict[str, Any], here: str) -> None:
+    """The build machine's paths mean nothing elsewhere: name the manifests, and the first
+    training a second one started from, as built (`wbc-build/train.csv`, `wbc-build/run`)."""
+    for part in meta.get("manifests", {}).values():
+        part["path"] = f"{here}/{Path(part['path']).name}"
+    for key in ("train_csv", "val_csv"):
+        meta["options"][key] = f"{here}/{Path(meta['options'][key]).name}"
+    weights = str(meta["options"].get("weights") or "")
+    if Path(weights).is_absolute():  # a run folder of this build, not a shipped name
+        meta["options"]["weights"] = f"{here}/{Path(weights).name}"
+        meta["weights"] = f"run:{meta['options']['weights']}"
+
+
 def ship(run: Path, card: dict[str, Any], dest: Path) -> Path:
     """Copy the run's model and metadata into dest/wbc with the card inside leuko.json."""
     target = dest / "wbc"
@@ -104,12 +117,7 @@ def ship(run: Path, card: dict[str, Any], dest: Path) -> Path:
     model.save(tmp / "model.keras")
     meta = json.loads((run / "leuko.json").read_text())
     meta["card"] = card
-    # the build machine's paths mean nothing elsewhere: name the manifests as built
-    here = run.parent.name
-    for part in meta.get("manifests", {}).values():
-        part["path"] = f"{here}/{Path(part['path']).name}"
-    for key in ("train_csv", "val_csv"):
-        meta["options"][key] = f"{here}/{Path(meta['options'][key]).name}"
+    build_relative(meta, run.parent.name)
     (tmp / "leuko.json").write_text(json.dumps(meta, indent=1) + "\n")
     if target.exists():
         shutil.rmtree(target)
