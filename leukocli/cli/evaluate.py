@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -16,6 +16,9 @@ from ..errors import EXIT_PARTIAL, LeukoError, check_batch
 from .app import command
 from .console import RichReporter, console, err_console, info
 from .options import INFER_BATCH, InferBatch, Runtime, Tta, model_or_shipped
+
+if TYPE_CHECKING:
+    from ..evaluation.evaluate import Evaluation
 
 
 @command()
@@ -104,7 +107,7 @@ def _check(
     return data_path, model_path, target
 
 
-def _write_and_show(ev: Any, target: Path, json_path: Path | None, title: str) -> None:
+def _write_and_show(ev: Evaluation, target: Path, json_path: Path | None, title: str) -> None:
     """The output files and the tables; `--json -` pipes the metrics alone to stdout."""
     from ..evaluation.evaluate import write_outputs
 

@@ -182,9 +182,9 @@ TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
                 "Adam, ReduceLROnPlateau), cpu (cell crop, strong augmentation, "
                 "label smoothing, AdamW with cosine decay), domain (cpu's, with the "
                 "background and stain normalised inside the model and augmentation over "
-                "what differs between microscopes; the shipped wbc model's) or "
+                "what differs between microscopes; the wbc model's before) or "
                 "cpu-balance (cpu's, with the background alone normalised inside the "
-                "model: it transferred best between labs)."
+                "model: it transferred best between labs; the shipped wbc model's)."
             ),
         ],
         D.recipe,

@@ -107,18 +107,19 @@ RECIPES: dict[str, Recipe] = {
     # early stop and the last epoch is kept: choosing an epoch by validation loss would
     # make the validation figures optimistic (README, Accuracy). All of it is measured.
     "cpu": Recipe("cpu", "strong", 128, 1.9, 0.15, 0.1, "cosine", 1e-4, 8, "last"),
-    # For a model that must hold on microscopes it never saw (the shipped `wbc`): the
-    # background brought to one grey and the stain to one strength inside the model, so
-    # exported models carry both, and augmentation over the whole range seen between
-    # labs (framing, resolution, stain, light, tone, noise). A 96-pixel crop: cells of
-    # other labs are often photographed at lower resolution than the training data.
+    # For a model that must hold on microscopes it never saw (the `wbc` shipped before
+    # the `cpu-balance` one): the background brought to one grey and the stain to one
+    # strength inside the model, so exported models carry both, and augmentation over
+    # the whole range seen between labs (framing, resolution, stain, light, tone, noise).
+    # A 96-pixel crop: cells of other labs are often photographed at lower resolution
+    # than the training data.
     # Measured in README, Accuracy (cross-domain).
     "domain": Recipe("domain", "domain", 96, 1.9, 0.15, 0.1, "cosine", 1e-4, 8, "last",
                      balance=True, stain_norm=True),
 }
 # `cpu`'s with the background balance alone: the one normalisation that holds a shifted
-# background without costing the other lab (the stain normalisation did). Derived from
-# `cpu`, so it follows that recipe. Measured in README, Accuracy (recipe screen), one fold.
+# background without costing the other lab (the stain normalisation did); the shipped
+# `wbc`'s. Derived from `cpu`, so it follows that recipe. Measured in README, Accuracy.
 RECIPES["cpu-balance"] = replace(RECIPES["cpu"], name="cpu-balance", balance=True)
 
 
