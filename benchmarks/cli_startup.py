@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from functools import partial
 
 from _common import best_of, machine
 
@@ -32,7 +33,7 @@ def main() -> None:
         "leuko_train_help_s": [leuko, "train", "--help"],
         "python_import_tensorflow_s": [py, "-c", "import tensorflow"],
     }
-    t = {name: best_of(lambda c=cmd: _run(c), args.repeat) for name, cmd in cases.items()}
+    t = {name: best_of(partial(_run, cmd), args.repeat) for name, cmd in cases.items()}
     out = {
         "benchmark": "cli_startup",
         **{k: round(v, 3) for k, v in t.items()},

@@ -33,12 +33,12 @@ def pillow_loop(paths: list[str], size: tuple[int, int], batch: int) -> float:
     buf: list[np.ndarray] = []
     for p in paths:
         with Image.open(p) as im:
-            im = im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+            im = im.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
             if rng.random() < 0.5:
-                im = im.transpose(Image.FLIP_LEFT_RIGHT)
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             if rng.random() < 0.5:
-                im = im.transpose(Image.FLIP_TOP_BOTTOM)
-            im = im.rotate(rng.uniform(-180, 180), resample=Image.BILINEAR)
+                im = im.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+            im = im.rotate(rng.uniform(-180, 180), resample=Image.Resampling.BILINEAR)
             buf.append(np.asarray(im, dtype=np.float32))
         if len(buf) == batch:
             np.stack(buf)

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import machine
 
@@ -32,7 +33,7 @@ def _once(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def paired(leuko: str, image: Path, model: str | None, runs: int, cwd: Path) -> dict[str, float]:
+def paired(leuko: str, image: Path, model: str | None, runs: int, cwd: Path) -> dict[str, Any]:
     """Median wall seconds of twin and Keras runs, and the median of their pair ratios."""
     base = [leuko, "predict", str(image), *(["--model", model] if model else [])]
     _once(base, cwd)  # warm the page cache for both (same files)

@@ -35,11 +35,11 @@ def reframe(img: Image.Image, centre: tuple[float, float], how: str) -> Image.Im
         cy, cx = centre
         left = int(np.clip(cx - cw / 2, 0, w - cw))
         top = int(np.clip(cy - ch / 2, 0, h - ch))
-        return img.crop((left, top, left + cw, top + ch)).resize((w, h), Image.BILINEAR)
+        return img.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BILINEAR)
     big = Image.new("RGB", (round(w * 1.5), round(h * 1.5)),
                     tuple(int(v) for v in np.median(np.asarray(img).reshape(-1, 3), axis=0)))
     big.paste(img, ((big.width - w) // 2, (big.height - h) // 2))
-    return big.resize((w, h), Image.BILINEAR)
+    return big.resize((w, h), Image.Resampling.BILINEAR)
 
 
 def score_fold(fold: Path, limit: int) -> dict[str, list[int]]:
@@ -63,7 +63,7 @@ def score_fold(fold: Path, limit: int) -> dict[str, list[int]]:
             centres.append((float(np.mean(ys)), float(np.mean(xs))))
         for how in VARIANTS:
             x = np.stack([np.asarray(reframe(im, c, how).resize(
-                (bundle.img_size[1], bundle.img_size[0]), Image.BILINEAR), np.float32)
+                (bundle.img_size[1], bundle.img_size[0]), Image.Resampling.BILINEAR), np.float32)
                 for im, c in zip(imgs, centres, strict=True)])
             called = np.asarray(bundle.model.predict_on_batch(x)).argmax(1)
             right[how] += [int(bundle.classes[i] == lab) for i, lab in zip(called, part.label,

@@ -95,9 +95,9 @@ def _perturb(job: tuple[str, str, int, int, int]) -> None:
     scale = rng.uniform(0.88, 1.0)  # crop up to 12% of each side away, then back to size
     cw, ch = round(w * scale), round(h * scale)
     x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    im = im.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.BILINEAR)
+    im = im.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.Resampling.BILINEAR)
     shift = (round(rng.uniform(-0.06, 0.06) * w), round(rng.uniform(-0.06, 0.06) * h))
-    im = im.rotate(float(rng.uniform(-30, 30)), Image.BILINEAR, translate=shift,
+    im = im.rotate(float(rng.uniform(-30, 30)), Image.Resampling.BILINEAR, translate=shift,
                    fillcolor=(0, 0, 0))
     im = ImageEnhance.Brightness(im).enhance(float(rng.uniform(0.92, 1.08)))
     im = ImageEnhance.Contrast(im).enhance(float(rng.uniform(0.92, 1.08)))
