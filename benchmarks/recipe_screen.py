@@ -29,7 +29,8 @@ or from `cpu`:
   framing and resolution ranges added to `strong` (nothing of its colour): the shipped
   `wbc` loses 9 points on blood-cells' cells set in a whole 640x480 field, where the
   one before it, trained with those ranges, lost none (README, simulated microscopes);
-- `cpu-balance-frame-mild`: the same with `domain-mild`'s narrower ranges.
+- `cpu-balance-frame-mild`: the same with `domain-mild`'s narrower ranges. Neither was
+  kept: both cost PBC's zero-shot score and neither held a whole field better (README).
 
 Variants are defined here, not in leuko: a variant becomes a recipe only once measured.
 Steps already done are reused, so an interrupted run continues. One training at a time.
