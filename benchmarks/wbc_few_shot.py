@@ -28,6 +28,12 @@ from cross_domain import _evaluate, _train, draw_few, score_set  # noqa: E402
 from wbc_model import manifests  # noqa: E402
 
 
+def photos_right(eval_dir: Path) -> str:
+    """"n of m" source photos called right by majority (leuko evaluate's group figure)."""
+    m = json.loads((eval_dir / "metrics.json").read_text())
+    return f"{m['n_groups_correct']} of {m['n_groups']}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -65,9 +71,14 @@ def main() -> None:
                             a.out / f"{tag}-eval", log)
         draws.append({"draw": d, "train_cells": len(few), "train_photos": few["group"].nunique(),
                       "scored_images": len(scored), "scored_photos": scored["group"].nunique(),
-                      "shipped": shipped, "adapted": adapted, "train_s": round(seconds, 1)})
+                      "shipped": shipped, "adapted": adapted,
+                      "shipped_photos": photos_right(a.out / f"{tag}-wbc"),
+                      "adapted_photos": photos_right(a.out / f"{tag}-eval"),
+                      "train_s": round(seconds, 1)})
         print(f"draw {d}: shipped {100 * shipped:.1f}% -> adapted {100 * adapted:.1f}% on "
-              f"{len(scored)} images of {scored['group'].nunique()} photos", file=sys.stderr)
+              f"{len(scored)} images of {scored['group'].nunique()} photos (photos right: "
+              f"{draws[-1]['shipped_photos']} -> {draws[-1]['adapted_photos']})",
+              file=sys.stderr)
     report = {"benchmark": "wbc_few_shot", "machine": machine(), "shots": a.shots,
               "model": a.model, "unfreeze": a.unfreeze,
               "draws": draws,
