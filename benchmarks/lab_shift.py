@@ -52,6 +52,7 @@ BACKGROUNDS = {
 }
 CONDITIONS = ("original", *BACKGROUNDS, "lowres-jpeg")
 FIELD = (640, 480)
+RENDER = 2  # how the images are made; 2: the field's seam outside the photo, not over it
 
 
 def background(rgb: np.ndarray) -> np.ndarray:
@@ -78,22 +79,25 @@ def tight(img: Image.Image) -> Image.Image:
                      min(img.width, round(x1 + m)), min(img.height, round(y1 + m))))
 
 
-def field(rgb: np.ndarray) -> np.ndarray:
-    """The photo in the middle of a 640x480 field of its own background, the seam feathered
-    over 16 pixels: the cell becomes a small part of a wide view, as in a whole-field photo."""
+def field(rgb: np.ndarray, seam: int = 16) -> np.ndarray:
+    """The photo in the middle of a 640x480 field of its own background: the cell becomes a
+    small part of a wide view, as in a whole-field photo. The seam is feathered over `seam`
+    pixels outside the photo (its edge pixels drawn out and faded into the field), so every
+    pixel of the photo is kept: fading its own border would fade a cell near the edge."""
     h, w = rgb.shape[:2]
-    scale = min(FIELD[1] / h, FIELD[0] / w, 1.0)
+    scale = min((FIELD[1] - 2 * seam) / h, (FIELD[0] - 2 * seam) / w, 1.0)
     if scale < 1.0:
         rgb = np.asarray(Image.fromarray(rgb.astype(np.uint8)).resize(
             (round(w * scale), round(h * scale)), Image.Resampling.BILINEAR), np.float32)
-        h, w = rgb.shape[:2]
     out = np.empty((FIELD[1], FIELD[0], 3), np.float32)
     out[:] = background(rgb)
+    drawn = np.pad(rgb, ((seam, seam), (seam, seam), (0, 0)), mode="edge")
+    h, w = drawn.shape[:2]
     ramp = np.minimum(1.0, np.minimum.outer(np.minimum(np.arange(h), np.arange(h)[::-1]),
-                                            np.minimum(np.arange(w), np.arange(w)[::-1])) / 16)
+                                            np.minimum(np.arange(w), np.arange(w)[::-1])) / seam)
     top, left = (FIELD[1] - h) // 2, (FIELD[0] - w) // 2
     window = out[top : top + h, left : left + w]
-    window[:] = ramp[..., None] * rgb + (1 - ramp[..., None]) * window
+    window[:] = ramp[..., None] * drawn + (1 - ramp[..., None]) * window
     return out
 
 
@@ -123,15 +127,18 @@ def cells(build: Path, per: int, seed: int) -> pd.DataFrame:
 
 def make_sets(table: pd.DataFrame, work: Path) -> dict[str, list[str]]:
     """One JPEG (quality 92, the original too; 60 for lowres-jpeg) per cell and condition,
-    made once: images made for other cells (another --per, --seed or --build) are removed."""
+    made once: images made for other cells (another --per, --seed or --build) or by an
+    earlier RENDER are removed."""
     import shutil
 
-    listing = work / "cells.csv"
-    if work.exists() and (not listing.is_file()
-                          or listing.read_text() != table.to_csv(index=False)):
+    listing, stamp = work / "cells.csv", work / "render.txt"
+    if work.exists() and (not listing.is_file() or not stamp.is_file()
+                          or listing.read_text() != table.to_csv(index=False)
+                          or stamp.read_text() != str(RENDER)):
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     listing.write_text(table.to_csv(index=False))
+    stamp.write_text(str(RENDER))
     out: dict[str, list[str]] = {c: [] for c in CONDITIONS}
     for i, path in enumerate(table.path):
         with Image.open(path) as src:
