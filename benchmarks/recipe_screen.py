@@ -27,7 +27,7 @@ or from `cpu`:
   nuclei are twice as dark as blood-cells' (README), which this spans;
 - `cpu-balance-frame`: `cpu-balance` with the `domain` augmentation's magnification,
   framing and resolution ranges added to `strong` (nothing of its colour): the shipped
-  `wbc` loses 9 points on blood-cells' cells set in a whole 640x480 field, where the
+  `wbc` loses 4-9 points on blood-cells' cells set in a whole 640x480 field, where the
   one before it, trained with those ranges, lost none (README, simulated microscopes);
 - `cpu-balance-frame-mild`: the same with `domain-mild`'s narrower ranges. Neither was
   kept: both cost PBC's zero-shot score and neither held a whole field better (README).
